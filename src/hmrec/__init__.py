@@ -1,0 +1,2 @@
+"""hmrec: local-first H&M recommender."""
+__version__ = "0.1.0"

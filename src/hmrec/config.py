@@ -1,0 +1,134 @@
+"""Every tunable of hmrec in one place.
+
+Values come, in increasing priority, from the defaults below, a `.env` file in the
+working directory, environment variables, and CLI flags (the CLI builds a Settings
+with explicit keyword arguments). The reference course's names are kept where they
+exist (TWO_TOWER_*, RANKING_*, CUSTOMER_DATA_SIZE) so its readers find them.
+Environment variables use the same names, with or without an ``HMREC_`` prefix for
+the project-level paths (``HMREC_HOME``, ``HMREC_DATA_DIR``). The home folder's
+field is HOME_DIR, not HOME, so the shell's $HOME is never mistaken for it.
+"""
+
+from __future__ import annotations
+
+from enum import Enum
+from pathlib import Path
+
+from pydantic import AliasChoices, Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class CustomerDataSize(str, Enum):
+    """How many customers the pipelines sample (the reference course's sizes, plus FULL)."""
+
+    SMALL = "SMALL"
+    MEDIUM = "MEDIUM"
+    LARGE = "LARGE"
+    FULL = "FULL"
+
+    @property
+    def n_customers(self) -> int | None:
+        """Number of customers, or None for all of them."""
+        return {"SMALL": 1_000, "MEDIUM": 5_000, "LARGE": 50_000, "FULL": None}[self.value]
+
+
+#: Customers in the real H&M data; FULL-size synthetic data has exactly this many.
+FULL_CUSTOMERS = 1_371_980
+#: Articles in the real H&M catalogue.
+FULL_ARTICLES = 105_542
+
+
+class Settings(BaseSettings):
+    """Project settings; see the README's Configuration section for what each one does."""
+
+    model_config = SettingsConfigDict(
+        env_file=".env",
+        env_file_encoding="utf-8",
+        extra="ignore",
+        populate_by_name=True,
+        case_sensitive=False,
+    )
+
+    # --- where things live -------------------------------------------------------
+    HOME_DIR: Path = Field(
+        default=Path(".hmrec"),
+        validation_alias=AliasChoices("HMREC_HOME", "HOME_DIR"),
+        description="Project folder: generated data, feature store, registry, reports.",
+    )
+    DATA_DIR: Path | None = Field(
+        default=None,
+        validation_alias=AliasChoices("HMREC_DATA_DIR", "DATA_DIR"),
+        description="Raw H&M files (Kaggle CSV or Parquet). Default: <HOME_DIR>/data (generated).",
+    )
+    MLFLOW_TRACKING_URI: str | None = Field(
+        default=None,
+        description="MLflow tracking/registry URI. Default: sqlite:///<HOME_DIR>/mlflow.db.",
+    )
+
+    # --- data --------------------------------------------------------------------
+    SEED: int = Field(default=42, validation_alias=AliasChoices("HMREC_SEED", "SEED"))
+    CUSTOMER_DATA_SIZE: CustomerDataSize = CustomerDataSize.SMALL
+    DROP_UNKNOWN_REFERENCES: bool = Field(
+        default=False,
+        description="Drop (and count) transactions whose customer or article is unknown "
+        "instead of rejecting the file.",
+    )
+
+    # --- evaluation protocol (DESIGN.md section 4) ---------------------------------
+    TEST_DAYS: int = 7
+    VALIDATION_DAYS: int = 7
+
+    # --- two-tower retrieval (reference course names) ------------------------------
+    TWO_TOWER_MODEL_EMBEDDING_SIZE: int = 16
+    TWO_TOWER_MODEL_BATCH_SIZE: int = 2048
+    TWO_TOWER_NUM_EPOCHS: int = 10
+    TWO_TOWER_LEARNING_RATE: float = 0.01
+    TWO_TOWER_WEIGHT_DECAY: float = 0.001
+    TWO_TOWER_LOGQ_CORRECTION: bool = True
+    TWO_TOWER_REMOVE_ACCIDENTAL_HITS: bool = True
+    TWO_TOWER_FAST_MATMUL: bool = Field(
+        default=False,
+        description="bf16 logits matmul (faster on CPUs with bf16 support); fp32 when False.",
+    )
+    RETRIEVAL_K: int = 100
+
+    # --- ranking (reference course names) ------------------------------------------
+    RANKING_LEARNING_RATE: float = 0.2
+    RANKING_ITERATIONS: int = 100
+    RANKING_DEPTH: int = 10
+    RANKING_SCALE_POS_WEIGHT: float = 10.0
+    RANKING_EARLY_STOPPING_ROUNDS: int = 5
+    RANKING_NEGATIVES: str = Field(default="retrieval", description="'retrieval' or 'random'.")
+    RANKING_RANDOM_NEGATIVES_PER_POSITIVE: int = 10
+
+    # --- serving -------------------------------------------------------------------
+    FILTER_POLICY: str = "exclude_purchased_except_repurchase"
+    API_TOKEN: str | None = Field(default=None, description="Bearer token for POST /events and /admin/*.")
+
+    # --- derived paths -----------------------------------------------------------------
+    @property
+    def data_dir(self) -> Path:
+        """Raw files to read: DATA_DIR if set, else the generated dataset under HOME_DIR."""
+        return Path(self.DATA_DIR) if self.DATA_DIR is not None else Path(self.HOME_DIR) / "data"
+
+    @property
+    def store_dir(self) -> Path:
+        """Offline feature store (Delta tables) and online store (SQLite)."""
+        return Path(self.HOME_DIR) / "store"
+
+    @property
+    def artifacts_dir(self) -> Path:
+        """Local model artifacts before/besides registration."""
+        return Path(self.HOME_DIR) / "artifacts"
+
+    @property
+    def reports_dir(self) -> Path:
+        """Machine-readable reports: <HOME_DIR>/reports/<step>.json."""
+        return Path(self.HOME_DIR) / "reports"
+
+    @property
+    def mlflow_uri(self) -> str:
+        """Tracking and registry URI; a local SQLite database unless configured."""
+        if self.MLFLOW_TRACKING_URI:
+            return self.MLFLOW_TRACKING_URI
+        return f"sqlite:///{(Path(self.HOME_DIR) / 'mlflow.db').resolve()}"
