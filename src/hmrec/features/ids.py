@@ -1,0 +1,58 @@
+"""Dense integer codes for customer and article ids (`customer_ids`, `article_ids` groups).
+
+Ids are strings at the edges and UInt32 codes inside (tensors, joins). The mapping
+is computed once and stored in the feature store so every pipeline uses the same
+one. Codes are assigned in sorted order of the id string (deterministic: the same
+ids give the same codes whatever the file order). When a mapping already exists,
+its codes are kept and only new ids are appended, sorted, after the largest code,
+so a model trained on an earlier mapping stays valid.
+"""
+
+from __future__ import annotations
+
+import polars as pl
+
+CUSTOMER_IDS_GROUP = "customer_ids"
+ARTICLE_IDS_GROUP = "article_ids"
+CODE_DTYPE = pl.UInt32
+
+
+def code_column(id_col: str) -> str:
+    """customer_id -> customer_idx, article_id -> article_idx."""
+    return id_col.removesuffix("_id") + "_idx"
+
+
+def ids_schema(id_col: str) -> dict[str, pl.DataType]:
+    return {id_col: pl.String(), code_column(id_col): CODE_DTYPE()}
+
+
+def ids_features(id_col: str) -> dict[str, str]:
+    return {
+        id_col: "Id string as in the raw files.",
+        code_column(id_col): "Dense 0-based integer code (sorted by id; new ids appended after the largest code).",
+    }
+
+
+def assign_codes(ids: pl.Series | pl.DataFrame, id_col: str, existing: pl.DataFrame | None = None) -> pl.DataFrame:
+    """Mapping id -> dense code for the distinct ids given (plus every id of ``existing``).
+
+    Returns columns [id_col, <entity>_idx], sorted by code.
+    """
+    code = code_column(id_col)
+    series = ids[id_col] if isinstance(ids, pl.DataFrame) else ids.rename(id_col)
+    new = series.drop_nulls().unique().sort().to_frame(id_col)
+    if existing is None or existing.height == 0:
+        return new.with_row_index(code).select(id_col, pl.col(code).cast(CODE_DTYPE))
+    existing = existing.select(id_col, pl.col(code).cast(CODE_DTYPE)).sort(code)
+    start = int(existing[code].max()) + 1
+    added = new.join(existing, on=id_col, how="anti").sort(id_col)
+    added = added.with_row_index(code, offset=start).select(id_col, pl.col(code).cast(CODE_DTYPE))
+    return pl.concat([existing, added])
+
+
+def build_customer_ids(customers: pl.DataFrame, existing: pl.DataFrame | None = None) -> pl.DataFrame:
+    return assign_codes(customers["customer_id"], "customer_id", existing)
+
+
+def build_article_ids(articles: pl.DataFrame, existing: pl.DataFrame | None = None) -> pl.DataFrame:
+    return assign_codes(articles["article_id"], "article_id", existing)
