@@ -1,0 +1,130 @@
+"""The `hmrec` command line: thin orchestration over hmrec.pipelines.
+
+Every command takes --home (env HMREC_HOME) and, where it reads raw files,
+--data-dir (env HMREC_DATA_DIR). Flags override environment variables and `.env`.
+Failures exit non-zero with a one-line reason on stderr.
+"""
+
+from __future__ import annotations
+
+import functools
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+
+from hmrec.config import CustomerDataSize, Settings
+
+app = typer.Typer(
+    help="hmrec: a local-first real-time fashion recommender on the H&M dataset.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+data_app = typer.Typer(help="Generate or validate raw H&M files.", no_args_is_help=True)
+app.add_typer(data_app, name="data")
+
+console = Console()
+err_console = Console(stderr=True)
+
+HomeOpt = typer.Option(None, "--home", help="Project folder (store, registry, reports). Env: HMREC_HOME.")
+DataDirOpt = typer.Option(
+    None, "--data-dir", help="Raw H&M files (Kaggle CSV/Parquet). Env: HMREC_DATA_DIR. Default: generated data."
+)
+SizeOpt = typer.Option(None, "--size", help="CUSTOMER_DATA_SIZE: SMALL, MEDIUM, LARGE or FULL.")
+SeedOpt = typer.Option(None, "--seed", help="Random seed (env SEED).")
+
+
+def make_settings(home: Optional[Path] = None, data_dir: Optional[Path] = None, **overrides) -> Settings:
+    """Settings from env/.env, with the CLI flags that were given taking precedence."""
+    kwargs = {k: v for k, v in overrides.items() if v is not None}
+    if home is not None:
+        kwargs["HOME_DIR"] = home
+    if data_dir is not None:
+        kwargs["DATA_DIR"] = data_dir
+    return Settings(**kwargs)
+
+
+def fails_cleanly(fn):
+    """Turn expected failures (bad data, missing files, bad settings) into one stderr line + exit 1."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except typer.Exit:
+            raise
+        except (ValueError, FileNotFoundError, KeyError, LookupError, RuntimeError) as exc:
+            reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            err_console.print(f"[bold red]error:[/] {type(exc).__name__}: {reason}", highlight=False)
+            raise typer.Exit(code=1) from None
+
+    return wrapper
+
+
+@data_app.command("generate")
+@fails_cleanly
+def data_generate(
+    customers: int = typer.Option(1_000, "--customers", help="Number of customers (1,371,980 = FULL)."),
+    articles: Optional[int] = typer.Option(None, "--articles", help="Number of articles (default scales with customers)."),
+    seed: int = typer.Option(42, "--seed", help="Random seed; the same seed gives the same files."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Output folder (default <home>/data)."),
+    fmt: str = typer.Option("csv", "--format", help="csv (exact Kaggle format) or parquet."),
+    home: Optional[Path] = HomeOpt,
+) -> None:
+    """Write synthetic articles.csv, customers.csv and transactions_train.csv in the Kaggle format."""
+    from hmrec.data import generate
+    from hmrec.pipelines.progress import step_progress
+
+    settings = make_settings(home)
+    out_dir = out or settings.data_dir
+    out_dir.mkdir(parents=True, exist_ok=True)
+    with step_progress(console) as progress:
+        summary = generate(out_dir, n_customers=customers, n_articles=articles, seed=seed, fmt=fmt,
+                           progress=progress)
+    from hmrec.pipelines.summary import generation_table
+
+    console.print(generation_table(summary, out_dir))
+
+
+@data_app.command("validate")
+@fails_cleanly
+def data_validate(
+    data_dir: Optional[Path] = DataDirOpt,
+    drop_unknown: bool = typer.Option(
+        False, "--drop-unknown/--strict",
+        help="Drop transactions of unknown customers/articles (and report them) instead of failing."),
+    home: Optional[Path] = HomeOpt,
+) -> None:
+    """Check a directory of raw files; exit non-zero on invalid data."""
+    from hmrec.data import validate_dir
+
+    settings = make_settings(home, data_dir)
+    with console.status(f"validating {settings.data_dir}"):
+        report = validate_dir(settings.data_dir, drop_unknown_references=drop_unknown)
+    console.print(report.to_table())
+
+
+@app.command("run")
+@fails_cleanly
+def run(
+    size: Optional[CustomerDataSize] = SizeOpt,
+    seed: Optional[int] = SeedOpt,
+    home: Optional[Path] = HomeOpt,
+    data_dir: Optional[Path] = DataDirOpt,
+) -> None:
+    """Run every step in order: data, features, training, registry, evaluation."""
+    from hmrec.pipelines.run import run_all
+
+    settings = make_settings(home, data_dir, CUSTOMER_DATA_SIZE=size, SEED=seed)
+    run_all(settings, console)
+
+
+def main() -> None:  # pragma: no cover - console entry point
+    app()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Thin orchestration of the steps (data, features, train, evaluate); no business logic."""

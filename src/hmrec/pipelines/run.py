@@ -1,0 +1,28 @@
+"""`hmrec run`: every step in order, each reading its inputs from the previous step's
+store/registry output, ending with one summary."""
+
+from __future__ import annotations
+
+import time
+
+from rich.console import Console
+
+from hmrec.config import Settings
+from hmrec.pipelines.data import run_data_step
+from hmrec.pipelines.progress import step_progress
+from hmrec.pipelines.summary import steps_table
+
+
+def run_all(settings: Settings, console: Console) -> dict[str, float]:
+    """Run the whole pipeline; return seconds per step."""
+    seconds: dict[str, float] = {}
+    console.rule(f"[bold]hmrec run[/] size={settings.CUSTOMER_DATA_SIZE.value} home={settings.HOME_DIR}")
+
+    t0 = time.perf_counter()
+    with step_progress(console) as progress:
+        data = run_data_step(settings, progress=progress)
+    seconds["data"] = time.perf_counter() - t0
+    console.print(data.report.to_table())
+
+    console.print(steps_table(seconds))
+    return seconds

@@ -1,0 +1,64 @@
+"""The command line, driven as a user would (subprocess of the installed entry point)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+HMREC = [sys.executable, "-m", "hmrec.cli"]
+
+
+def hmrec(*args: str, env: dict | None = None, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    full_env = {**os.environ, "COLUMNS": "200", **(env or {})}
+    return subprocess.run([*HMREC, *args], capture_output=True, text=True, env=full_env, cwd=cwd)
+
+
+@pytest.mark.parametrize("command", [[], ["data"], ["data", "generate"], ["data", "validate"], ["run"]])
+def test_every_command_has_help(command):
+    result = hmrec(*command, "--help")
+    assert result.returncode == 0, result.stderr
+    assert "Usage" in result.stdout
+
+
+def test_generate_then_validate(tmp_path):
+    out = tmp_path / "raw"
+    gen = hmrec("data", "generate", "--customers", "120", "--seed", "3", "--out", str(out))
+    assert gen.returncode == 0, gen.stderr
+    assert sorted(p.name for p in out.glob("*.csv")) == ["articles.csv", "customers.csv", "transactions_train.csv"]
+    val = hmrec("data", "validate", "--data-dir", str(out))
+    assert val.returncode == 0, val.stderr
+    assert "customers rows" in val.stdout and "120" in val.stdout
+
+
+def test_validate_rejects_bad_data_with_one_line_reason(tmp_path):
+    out = tmp_path / "raw"
+    assert hmrec("data", "generate", "--customers", "50", "--out", str(out)).returncode == 0
+    tx = out / "transactions_train.csv"
+    lines = tx.read_text().splitlines()
+    fields = lines[3].split(",")
+    fields[4] = "3"  # sales_channel_id must be 1 or 2
+    lines[3] = ",".join(fields)
+    tx.write_text("\n".join(lines) + "\n")
+    result = hmrec("data", "validate", "--data-dir", str(out))
+    assert result.returncode == 1
+    message = " ".join(result.stderr.split())
+    assert "transactions_train.csv" in message and "sales_channel_id" in message
+    assert "row 3" in message and "'3'" in message
+
+
+def test_missing_data_dir_is_a_clean_error(tmp_path):
+    result = hmrec("run", "--home", str(tmp_path / "home"), "--data-dir", str(tmp_path / "nowhere"))
+    assert result.returncode == 1
+    assert "missing raw file" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_home_from_environment(tmp_path):
+    home = tmp_path / "envhome"
+    result = hmrec("data", "generate", "--customers", "30", env={"HMREC_HOME": str(home)})
+    assert result.returncode == 0, result.stderr
+    assert (home / "data" / "customers.csv").exists()
