@@ -256,3 +256,24 @@ def test_input_example_is_capped_and_accepts_pandas(registry, ranker, train, tmp
     )
     frame = _input_example(registry, "rank_pandas", reg.version, tmp_path)
     assert isinstance(frame, pd.DataFrame) and len(frame) == 10
+
+
+def test_lineage_names_a_feature_view_the_store_can_open(registry, ranker, train, tmp_path):
+    from hmrec.store import FeatureStore
+
+    store = FeatureStore(tmp_path / "store")
+    rows = train.unique(["customer_id", "article_id"], keep="first", maintain_order=True)
+    fg = store.get_or_create_feature_group("ranking_rows", version=1, primary_key=["customer_id", "article_id"])
+    fg.insert(rows)
+    view = store.get_or_create_feature_view(
+        "ranking", fg.select(["customer_id", "article_id", *FEATURES, "label"]), version=3, labels=["label"]
+    )
+    registry.register(
+        "rank_store_view", RankingPyfunc(ranker), rows.select(FEATURES).head(3), ranker.params(),
+        {"val_roc_auc": 0.7}, view, fingerprint(rows), "val_roc_auc",
+    )
+    lineage = registry.get_feature_view("rank_store_view")
+    assert (lineage["name"], lineage["version"]) == ("ranking", 3)
+    reopened = store.get_feature_view(lineage["name"], lineage["version"])
+    assert lineage["columns"] == reopened.columns
+    assert lineage["data_fingerprint"] == fingerprint(rows)
