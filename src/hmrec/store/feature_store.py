@@ -23,7 +23,7 @@ from hmrec.store.feature_group import DEFAULT_REWRITE_MAX_ROWS, FeatureGroup, ch
 from hmrec.store.feature_view import FeatureView
 from hmrec.store.online import OnlineStore
 from hmrec.store.query import Query
-from hmrec.store.schema import Schema, same_dtype, schema_to_json
+from hmrec.store.schema import Schema, normalize_schema, same_dtype, schema_to_json
 
 _FORMAT = 1
 
@@ -95,7 +95,10 @@ class FeatureStore:
             raise FeatureStoreError(f"feature group {name!r} v{version} does not exist; creating it needs primary_key")
         primary_key = list(primary_key)
         if schema is not None:
-            schema = dict(schema)
+            try:
+                schema = normalize_schema(schema)
+            except FeatureStoreError as exc:
+                raise FeatureStoreError(f"feature group {name!r}: {exc}") from None
             check_group_columns(name, schema, primary_key, event_time)
         self._check_descriptions(name, features or {}, schema)
         meta: dict[str, Any] = {

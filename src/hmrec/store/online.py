@@ -152,6 +152,15 @@ def _raw_polars_type(dtype: pl.DataType) -> pl.DataType:
     return pl.String()
 
 
+def _json_dtype(dtype: pl.DataType) -> pl.DataType:
+    """Polars cannot decode JSON into fixed-size arrays: decode as lists, then cast."""
+    if isinstance(dtype, (pl.Array, pl.List)):
+        return pl.List(_json_dtype(dtype.inner))  # type: ignore[arg-type]
+    if isinstance(dtype, pl.Struct):
+        return pl.Struct({f.name: _json_dtype(f.dtype) for f in dtype.fields})  # type: ignore[arg-type]
+    return dtype
+
+
 def _from_raw(df: pl.DataFrame, schema: Schema) -> pl.DataFrame:
     exprs = []
     for name, dtype in schema.items():
@@ -163,7 +172,7 @@ def _from_raw(df: pl.DataFrame, schema: Schema) -> pl.DataFrame:
                 lambda e, tz=dtype.time_zone: e.dt.replace_time_zone("UTC").dt.convert_time_zone(tz) if tz else e
             ))
         elif _is_nested(dtype):
-            exprs.append(c.str.json_decode(dtype))
+            exprs.append(c.str.json_decode(_json_dtype(dtype)).cast(dtype))
         else:
             exprs.append(c.cast(dtype))
     return df.select(exprs)

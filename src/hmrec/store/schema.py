@@ -92,6 +92,11 @@ def schema_from_json(spec: list[list[Any]]) -> Schema:
     return {name: dtype_from_json(dtype) for name, dtype in spec}
 
 
+def normalize_schema(schema: dict[str, Any]) -> Schema:
+    """Type instances for every column (accepts classes such as `pl.Int64`); raises for unsupported types."""
+    return {name: dtype_from_json(dtype_to_json(dtype)) for name, dtype in schema.items()}
+
+
 def storage_dtype(dtype: pl.DataType) -> pl.DataType:
     """The type a logical column is written to Delta Lake as."""
     if isinstance(dtype, type):
