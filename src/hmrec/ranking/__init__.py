@@ -1,0 +1,90 @@
+"""Ranking stage: a leak-free ranking dataset, CatBoost model, trainer and metrics.
+
+Public API (see each module for details)::
+
+    Window, build_ranking_dataset, feature_rows, feature_columns      # dataset.py
+    add_interaction_features, DAYS_SINCE_NEVER                       # interactions.py
+    random_negatives, retrieval_negatives, candidate_frame            # negatives.py
+    RankingModel                                                      # model.py
+    train_ranking, default_windows, evaluate_reranking                # trainer.py
+    average_precision_at_k, ndcg_at_k, list_metrics,
+    classification_metrics, classification_report_text                # metrics.py
+    feature_separation, null_pattern_leaks                            # leakage.py
+"""
+
+from hmrec.ranking.dataset import (
+    ARTICLE_FEATURES,
+    CONTEXT_FEATURES,
+    CUSTOMER_FEATURES,
+    Window,
+    build_ranking_dataset,
+    feature_columns,
+    feature_rows,
+    label_rows,
+    month_columns,
+)
+from hmrec.ranking.interactions import (
+    DAYS_SINCE_NEVER,
+    INTERACTION_FEATURES,
+    TWO_TOWER_SCORE,
+    PairScorer,
+    add_interaction_features,
+)
+from hmrec.ranking.leakage import feature_separation, null_pattern_leaks
+from hmrec.ranking.metrics import (
+    average_precision_at_k,
+    classification_metrics,
+    classification_report_text,
+    list_metrics,
+    ndcg_at_k,
+)
+from hmrec.ranking.model import RankingModel, categorical_columns, to_pool
+from hmrec.ranking.negatives import (
+    CandidateFn,
+    candidate_frame,
+    random_negatives,
+    retrieval_negatives,
+)
+from hmrec.ranking.trainer import (
+    RankingResult,
+    candidate_features,
+    default_windows,
+    evaluate_reranking,
+    train_ranking,
+)
+
+__all__ = [
+    "ARTICLE_FEATURES",
+    "CONTEXT_FEATURES",
+    "CUSTOMER_FEATURES",
+    "DAYS_SINCE_NEVER",
+    "INTERACTION_FEATURES",
+    "TWO_TOWER_SCORE",
+    "CandidateFn",
+    "PairScorer",
+    "RankingModel",
+    "RankingResult",
+    "Window",
+    "add_interaction_features",
+    "average_precision_at_k",
+    "build_ranking_dataset",
+    "candidate_features",
+    "candidate_frame",
+    "categorical_columns",
+    "classification_metrics",
+    "classification_report_text",
+    "default_windows",
+    "evaluate_reranking",
+    "feature_columns",
+    "feature_rows",
+    "feature_separation",
+    "label_rows",
+    "list_metrics",
+    "month_columns",
+    "ndcg_at_k",
+    "null_pattern_leaks",
+    "random_negatives",
+    "retrieval_negatives",
+    "to_pool",
+    "train_ranking",
+]

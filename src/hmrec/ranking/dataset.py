@@ -1,0 +1,241 @@
+"""The ranking dataset: labelled (customer, article, as_of) rows with point-in-time features.
+
+How rows are made (and why the reference course's leak cannot happen here):
+
+* A ``Window`` [start, end) is one labelling period. Its positives are the distinct
+  (customer, article) pairs bought in it; its negatives are drawn for the same
+  customers (``negatives.py``). EVERY row of a window, positive or negative, gets
+  ``as_of = start``: its features are computed from history strictly before the
+  window, and its request context (month_sin, month_cos) is that of ``as_of``. This
+  is the serving task exactly — "given what we know at the start of the week, what
+  will this customer buy during it?" — and no feature can be filled for one class
+  and empty for the other.
+* Ranking windows must lie after the retrieval model's training data, otherwise the
+  two-tower score is in-sample for positives and the ranker over-trusts it. Pass
+  ``retrieval_train_end`` to have that checked.
+
+``feature_rows`` is the one definition of the ranker's inputs; training, evaluation
+and serving all call it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import date, timedelta
+
+import polars as pl
+
+from hmrec.features.on_demand import month_cos, month_sin
+from hmrec.ranking.interactions import (
+    INTERACTION_FEATURES,
+    TWO_TOWER_SCORE,
+    PairScorer,
+    add_interaction_features,
+)
+from hmrec.ranking.negatives import CandidateFn, candidate_frame, random_negatives
+
+
+#: Customer columns used when present in the customers frame.
+CUSTOMER_FEATURES: tuple[str, ...] = (
+    "age",
+    "age_missing",
+    "age_group",
+    "club_member_status",
+    "fashion_news_frequency",
+    "FN",
+    "Active",
+)
+#: The article attributes the reference course's ranking model uses.
+ARTICLE_FEATURES: tuple[str, ...] = (
+    "product_type_name",
+    "product_group_name",
+    "graphical_appearance_name",
+    "colour_group_name",
+    "perceived_colour_value_name",
+    "perceived_colour_master_name",
+    "department_name",
+    "index_name",
+    "index_group_name",
+    "section_name",
+    "garment_group_name",
+)
+CONTEXT_FEATURES: tuple[str, ...] = ("month_sin", "month_cos")
+ID_COLUMNS: tuple[str, ...] = ("customer_id", "article_id", "as_of")
+LABEL = "label"
+NEGATIVE_KINDS = ("retrieval", "random")
+
+
+@dataclass(frozen=True)
+class Window:
+    """A labelling period [start, end): purchases in it are positives, features as of start."""
+
+    start: date
+    end: date
+
+    def __post_init__(self) -> None:
+        if self.end <= self.start:
+            raise ValueError(f"Window end {self.end} must be after start {self.start}")
+
+    @classmethod
+    def weeks_before(cls, end: date, n_weeks: int, days: int = 7) -> list[Window]:
+        """n consecutive windows of `days` days ending at `end` (exclusive), oldest first."""
+        return [
+            cls(end - timedelta(days=days * (i + 1)), end - timedelta(days=days * i))
+            for i in reversed(range(n_weeks))
+        ]
+
+
+def month_columns(dates: pl.Expr) -> list[pl.Expr]:
+    """month_sin, month_cos of a Date expression: the feature pipeline's on-demand definition,
+    so training rows and serving requests get bit-identical values."""
+    return [month_sin(dates).alias("month_sin"), month_cos(dates).alias("month_cos")]
+
+
+def label_rows(transactions: pl.DataFrame | pl.LazyFrame, window: Window) -> pl.DataFrame:
+    """Distinct (customer_id, article_id) bought in the window, with as_of = window.start."""
+    return (
+        transactions.lazy()
+        .filter((pl.col("t_dat") >= window.start) & (pl.col("t_dat") < window.end))
+        .select("customer_id", "article_id")
+        .unique()
+        .sort("customer_id", "article_id")
+        .with_columns(pl.lit(window.start, dtype=pl.Date).alias("as_of"))
+        .collect()
+    )
+
+
+def feature_rows(
+    pairs: pl.DataFrame,
+    transactions: pl.DataFrame | pl.LazyFrame,
+    articles: pl.DataFrame,
+    customers: pl.DataFrame | None,
+    pair_scorer: PairScorer | None = None,
+) -> pl.DataFrame:
+    """Add every ranking feature to (customer_id, article_id, as_of) rows, order kept.
+
+    Context (month of as_of), customer attributes, the course's article attributes and
+    the point-in-time interaction features. The two-tower score comes from
+    `pair_scorer` for every row, or from a ``two_tower_score`` column already in
+    `pairs` (e.g. candidates with their retrieval scores); without either it is left
+    out, never filled for some rows only.
+    """
+    for c in ID_COLUMNS:
+        if c not in pairs.columns:
+            raise ValueError(f"pairs lacks column {c!r}; it has {pairs.columns}")
+    has_score = TWO_TOWER_SCORE in pairs.columns
+    if has_score and pairs[TWO_TOWER_SCORE].null_count():
+        raise ValueError(
+            f"pairs.{TWO_TOWER_SCORE} has {pairs[TWO_TOWER_SCORE].null_count()} null(s); "
+            "a score must exist for every row or none"
+        )
+    out = pairs.with_columns(month_columns(pl.col("as_of")))
+    if customers is not None:
+        cust_cols = [c for c in CUSTOMER_FEATURES if c in customers.columns and c not in out.columns]
+        if cust_cols:
+            out = out.join(
+                customers.select("customer_id", *cust_cols).unique("customer_id"),
+                on="customer_id",
+                how="left",
+                maintain_order="left",
+            )
+    art_cols = [c for c in ARTICLE_FEATURES if c in articles.columns and c not in out.columns]
+    if art_cols:
+        out = out.join(
+            articles.select("article_id", *art_cols).unique("article_id"),
+            on="article_id",
+            how="left",
+            maintain_order="left",
+        )
+    return add_interaction_features(
+        out, transactions, articles, pair_scorer=None if has_score else pair_scorer
+    )
+
+
+def feature_columns(df: pl.DataFrame) -> list[str]:
+    """The model's input columns in `df`, in a fixed order (ids, label, helpers excluded)."""
+    known = (
+        *CONTEXT_FEATURES,
+        *CUSTOMER_FEATURES,
+        *ARTICLE_FEATURES,
+        *INTERACTION_FEATURES,
+        TWO_TOWER_SCORE,
+    )
+    return [c for c in known if c in df.columns]
+
+
+def build_ranking_dataset(
+    transactions: pl.DataFrame | pl.LazyFrame,
+    articles: pl.DataFrame,
+    customers: pl.DataFrame | None,
+    windows: Sequence[Window],
+    negatives: str = "retrieval",
+    candidates: CandidateFn | None = None,
+    pair_scorer: PairScorer | None = None,
+    k: int = 100,
+    per_positive: int = 10,
+    positives: str = "all",
+    seed: int = 42,
+    retrieval_train_end: date | None = None,
+) -> pl.DataFrame:
+    """Labelled ranking rows for the given windows: ids, ``label`` (Int8) and features.
+
+    negatives: "retrieval" (the customer's top-k candidates not bought; needs
+    `candidates`) or "random" (`per_positive` uniform catalogue articles per positive).
+    positives: "all" (every distinct purchase in the window) or "retrieved" (only
+    purchases among the customer's top-k candidates, so both classes come from the
+    list the ranker re-orders at serving time; needs `candidates`).
+    retrieval_train_end: the first date the retrieval model did NOT train on; a window
+    starting earlier raises, because its two-tower scores would be in-sample.
+    """
+    if negatives not in NEGATIVE_KINDS:
+        raise ValueError(f"negatives must be one of {NEGATIVE_KINDS}, got {negatives!r}")
+    if positives not in ("all", "retrieved"):
+        raise ValueError(f"positives must be 'all' or 'retrieved', got {positives!r}")
+    if (negatives == "retrieval" or positives == "retrieved") and candidates is None:
+        raise ValueError(f"negatives={negatives!r}, positives={positives!r} need a candidates function")
+    if retrieval_train_end is not None:
+        early = [w for w in windows if w.start < retrieval_train_end]
+        if early:
+            raise ValueError(
+                f"ranking window starting {early[0].start} overlaps the retrieval model's training "
+                f"data (which ends before {retrieval_train_end}); two-tower scores would be in-sample"
+            )
+    catalogue = articles["article_id"]
+    labelled: list[pl.DataFrame] = []
+    for i, window in enumerate(windows):
+        pos = label_rows(transactions, window)
+        if positives == "retrieved" or negatives == "retrieval":
+            cands = _window_candidates(pos, candidates, k)
+        if positives == "retrieved":
+            pos = pos.join(cands.select(ID_COLUMNS), on=list(ID_COLUMNS), how="semi")
+        if negatives == "random":
+            neg = random_negatives(pos, catalogue, per_positive, seed=seed + i)
+        else:
+            neg = cands.join(pos, on=list(ID_COLUMNS), how="anti", maintain_order="left").select(
+                ID_COLUMNS
+            )
+            # customers whose positives were all dropped get no rows at all
+            neg = neg.join(pos.select("customer_id").unique(), on="customer_id", how="semi")
+        labelled.append(
+            pl.concat(
+                [
+                    pos.select(ID_COLUMNS).with_columns(pl.lit(1, dtype=pl.Int8).alias(LABEL)),
+                    neg.select(ID_COLUMNS).with_columns(pl.lit(0, dtype=pl.Int8).alias(LABEL)),
+                ]
+            )
+        )
+    rows = pl.concat(labelled) if labelled else pl.DataFrame(
+        schema={"customer_id": pl.String, "article_id": pl.String, "as_of": pl.Date, LABEL: pl.Int8}
+    )
+    rows = rows.sort("as_of", "customer_id", LABEL, "article_id", descending=[False, False, True, False])
+    return feature_rows(rows, transactions, articles, customers, pair_scorer)
+
+
+def _window_candidates(pos: pl.DataFrame, candidates: CandidateFn | None, k: int) -> pl.DataFrame:
+    """All top-k candidates of the window's buying customers (bought ones included)."""
+    assert candidates is not None
+    if pos.height == 0:
+        return candidate_frame(candidates, [], date(1970, 1, 1), k)
+    as_of = pos["as_of"][0]
+    return candidate_frame(candidates, pos["customer_id"].unique().sort().to_list(), as_of, k)

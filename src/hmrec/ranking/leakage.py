@@ -1,0 +1,90 @@
+"""Checks that a labelled ranking frame cannot tell the classes apart by construction.
+
+The reference course's dataset gave every positive month features and every negative
+nulls, so "is month_sin null" alone identified the label. These checks measure, per
+feature, how differently it is MISSING in the two classes and how well it alone
+separates them (single-feature ROC AUC, folded to >= 0.5). On a world where
+purchases are independent of everything (tests' null world), both must be near
+their no-information values; on real data a high AUC can be honest signal (e.g.
+repurchases), but a null-share gap never is, so the trainer reports it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import polars as pl
+from sklearn.metrics import roc_auc_score
+
+from hmrec.ranking.model import categorical_columns
+
+
+def _folded_auc(y: np.ndarray, s: np.ndarray) -> float:
+    if len(np.unique(y)) < 2 or len(np.unique(s)) < 2:
+        return 0.5
+    auc = float(roc_auc_score(y, s))
+    return max(auc, 1.0 - auc)
+
+
+def _encoded(df: pl.DataFrame, column: str, label: str, seed: int) -> np.ndarray:
+    """Out-of-fold positive rate of each category (null is a category): an honest score."""
+    rng = np.random.default_rng(seed)
+    fold = rng.integers(0, 2, df.height)
+    values = df[column].cast(pl.String).fill_null("<null>").to_numpy()
+    y = df[label].to_numpy().astype(float)
+    out = np.empty(df.height)
+    for f in (0, 1):
+        fit, apply = fold != f, fold == f
+        prior = y[fit].mean() if fit.any() else 0.0
+        rates: dict = {}
+        for v in np.unique(values[fit]):
+            sel = fit & (values == v)
+            rates[v] = y[sel].mean()
+        out[apply] = [rates.get(v, prior) for v in values[apply]]
+    return out
+
+
+def feature_separation(
+    df: pl.DataFrame, features: Sequence[str], label: str = "label", seed: int = 0
+) -> pl.DataFrame:
+    """Per feature: null share among positives and negatives, their gap, and the single-feature AUC.
+
+    Numeric features are scored by value with nulls below every value (so a
+    missing-value pattern shows up in the AUC too); categorical ones by out-of-fold
+    target encoding with null as its own category.
+    """
+    y = df[label].to_numpy().astype(int)
+    pos = y == 1
+    cats = set(categorical_columns(df, features))
+    rows = []
+    for c in features:
+        nulls = df[c].is_null().to_numpy()
+        share_pos = float(nulls[pos].mean()) if pos.any() else 0.0
+        share_neg = float(nulls[~pos].mean()) if (~pos).any() else 0.0
+        if c in cats:
+            score = _encoded(df, c, label, seed)
+        else:
+            values = df[c].cast(pl.Float64).to_numpy()
+            finite = values[~np.isnan(values)]
+            floor = (finite.min() - 1.0) if finite.size else 0.0
+            score = np.where(np.isnan(values), floor, values)
+        rows.append(
+            {
+                "feature": c,
+                "null_share_positive": share_pos,
+                "null_share_negative": share_neg,
+                "null_share_gap": abs(share_pos - share_neg),
+                "auc": _folded_auc(y, score),
+            }
+        )
+    return pl.DataFrame(rows).sort("auc", descending=True)
+
+
+def null_pattern_leaks(
+    df: pl.DataFrame, features: Sequence[str], label: str = "label", max_gap: float = 0.05
+) -> dict[str, float]:
+    """{feature: null-share gap} for features missing much more often in one class."""
+    sep = feature_separation(df, features, label)
+    bad = sep.filter(pl.col("null_share_gap") > max_gap)
+    return dict(zip(bad["feature"].to_list(), bad["null_share_gap"].to_list()))

@@ -1,0 +1,117 @@
+"""Ranking/classification metrics against hand-computed values."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from hmrec.ranking.metrics import (
+    average_precision_at_k,
+    classification_metrics,
+    classification_report_text,
+    list_metrics,
+    ndcg_at_k,
+)
+
+
+def test_ap_hits_at_one_and_three_of_three_relevant() -> None:
+    # hits at positions 1 and 3: (1/1 + 2/3) / min(3, 12)
+    assert average_precision_at_k({"a", "b", "c"}, ["a", "x", "b", "y"]) == pytest.approx((1 + 2 / 3) / 3)
+
+
+def test_ap_customer_with_one_purchase_is_normalised_by_one() -> None:
+    assert average_precision_at_k({"a"}, ["x", "a"]) == pytest.approx(0.5)
+    assert average_precision_at_k({"a"}, ["a"]) == pytest.approx(1.0)
+
+
+def test_ap_more_than_twelve_relevant_divides_by_twelve() -> None:
+    relevant = [f"r{i}" for i in range(15)]
+    assert average_precision_at_k(relevant, relevant[:12]) == pytest.approx(1.0)
+    # only one hit at position 1 -> 1/12
+    assert average_precision_at_k(relevant, ["r0"] + ["x"] * 11) == pytest.approx(1 / 12)
+
+
+def test_ap_duplicates_count_once_and_keep_their_position() -> None:
+    # a, a, b with {a, b}: the second a scores nothing, b is a hit at position 3
+    assert average_precision_at_k({"a", "b"}, ["a", "a", "b"]) == pytest.approx((1 + 2 / 3) / 2)
+    # a list of one relevant item repeated can never exceed 1/|R|
+    assert average_precision_at_k({"a", "b"}, ["a"] * 12) == pytest.approx(0.5)
+
+
+def test_ap_ignores_positions_after_k() -> None:
+    predicted = [f"x{i}" for i in range(12)] + ["a"]
+    assert average_precision_at_k({"a"}, predicted) == 0.0
+    assert average_precision_at_k({"a"}, predicted, k=13) == pytest.approx(1 / 13)
+
+
+def test_ap_empty_relevant_set_is_zero() -> None:
+    assert average_precision_at_k(set(), ["a"]) == 0.0
+
+
+def test_ndcg_hand_computed() -> None:
+    dcg = 1 / math.log2(3) + 1 / math.log2(4)
+    ideal = 1 + 1 / math.log2(3)
+    assert ndcg_at_k({"a", "b"}, ["x", "a", "b"]) == pytest.approx(dcg / ideal)
+    assert ndcg_at_k({"a", "b"}, ["a", "b"]) == pytest.approx(1.0)
+
+
+def test_ndcg_duplicates_count_once() -> None:
+    assert ndcg_at_k({"a", "b"}, ["a", "a"]) == pytest.approx(1 / (1 + 1 / math.log2(3)))
+
+
+def test_ndcg_ideal_uses_at_most_k_hits() -> None:
+    relevant = [f"r{i}" for i in range(20)]
+    assert ndcg_at_k(relevant, relevant[:12]) == pytest.approx(1.0)
+
+
+def test_list_metrics_averages_over_buying_customers_only() -> None:
+    actual = {"c1": {"a"}, "c2": {"a", "b", "c"}, "c3": set(), "c4": {"z"}}
+    predicted = {
+        "c1": ["x", "a"],  # AP 0.5
+        "c2": ["a", "x", "b", "y"],  # AP (1 + 2/3) / 3
+        "c3": ["a"],  # bought nothing: not averaged
+        # c4 has no list: counts as 0
+        "c5": ["a"],  # not in actual: ignored
+    }
+    out = list_metrics(actual, predicted)
+    assert out["n_customers"] == 3
+    assert out["map_at_12"] == pytest.approx((0.5 + (1 + 2 / 3) / 3 + 0.0) / 3)
+    ndcg_c1 = (1 / math.log2(3)) / 1.0
+    ndcg_c2 = (1 + 1 / math.log2(4)) / (1 + 1 / math.log2(3) + 1 / math.log2(4))
+    assert out["ndcg_at_12"] == pytest.approx((ndcg_c1 + ndcg_c2 + 0.0) / 3)
+
+
+def test_list_metrics_key_names_follow_k() -> None:
+    out = list_metrics({"c": {"a"}}, {"c": ["a"]}, k=5)
+    assert out == {"map_at_5": 1.0, "ndcg_at_5": 1.0, "n_customers": 1}
+
+
+def test_classification_metrics_hand_computed() -> None:
+    y = [1, 0, 1, 0]
+    s = [0.9, 0.6, 0.4, 0.1]  # predicted 1, 1, 0, 0
+    out = classification_metrics(y, s)
+    assert out["precision"] == pytest.approx(0.5)
+    assert out["recall"] == pytest.approx(0.5)
+    assert out["f1"] == pytest.approx(0.5)
+    # positive/negative pairs ordered right: (.9>.6), (.9>.1), (.4>.1); wrong: (.4<.6)
+    assert out["roc_auc"] == pytest.approx(0.75)
+
+
+def test_classification_metrics_one_class_gives_nan_auc() -> None:
+    out = classification_metrics([0, 0], [0.2, 0.7])
+    assert math.isnan(out["roc_auc"])
+    assert out["precision"] == 0.0
+
+
+def test_classification_metrics_shape_mismatch_raises() -> None:
+    with pytest.raises(ValueError, match="shape"):
+        classification_metrics([0, 1], [0.1])
+
+
+def test_classification_report_mentions_both_classes() -> None:
+    text = classification_report_text(np.array([1, 0, 1, 0]), np.array([0.9, 0.6, 0.4, 0.1]))
+    assert "precision" in text and "recall" in text
+    lines = [line.split() for line in text.splitlines() if line.strip()]
+    assert any(parts[:3] == ["1", "0.5000", "0.5000"] for parts in lines)
