@@ -27,7 +27,7 @@ ROWS = [
 
 
 def test_one_row_per_raw_row_and_unique_key():
-    out = build_transactions(raw(ROWS)).collect()
+    out = build_transactions(raw(ROWS))
     assert dict(out.schema) == SCHEMA
     assert out.height == len(ROWS)
     assert out.select(PRIMARY_KEY).is_duplicated().sum() == 0
@@ -37,7 +37,7 @@ def test_one_row_per_raw_row_and_unique_key():
 
 
 def test_calendar_and_on_demand_columns():
-    out = build_transactions(raw(ROWS)).collect()
+    out = build_transactions(raw(ROWS))
     first, fourth = out.row(0, named=True), out.row(3, named=True)
     assert (first["year"], first["month"], first["day"], first["day_of_week"]) == (2020, 9, 20, 7)  # Sunday
     assert (fourth["day"], fourth["day_of_week"]) == (22, 2)  # Tuesday
@@ -45,6 +45,23 @@ def test_calendar_and_on_demand_columns():
 
 
 def test_line_no_is_deterministic_across_runs():
-    a = build_transactions(raw(ROWS)).collect()
-    b = build_transactions(raw(ROWS).lazy()).collect()
+    a = build_transactions(raw(ROWS))
+    b = build_transactions(raw(ROWS).lazy())
     assert a.equals(b)
+
+
+def test_line_no_matches_a_plain_window_on_random_data():
+    import numpy as np
+
+    from hmrec.features.transactions import line_numbers
+
+    rng = np.random.default_rng(7)
+    n = 2000
+    df = pl.DataFrame({
+        "t_dat": (pl.Series(rng.integers(0, 5, n)) + 18000).cast(pl.Int32).cast(pl.Date),
+        "customer_id": [f"c{int(i)}" for i in rng.integers(0, 20, n)],
+        "article_id": [f"{int(i):010d}" for i in rng.integers(0, 10, n)],
+    })
+    want = df.select(pl.int_range(pl.len(), dtype=pl.UInt32).over(["t_dat", "customer_id", "article_id"]))
+    assert line_numbers(df).to_list() == want.to_series().to_list()
+    assert line_numbers(df.head(0)).len() == 0
