@@ -10,6 +10,7 @@ import numpy as np
 import polars as pl
 import pytest
 
+from hmrec.data.loader import load_raw
 from hmrec.data.synthetic import GenerationSummary, default_n_articles, generate
 from hmrec.data.synthetic_articles import REAL_ARTICLES, allocate, make_catalogue, read_taxonomy
 
@@ -113,9 +114,8 @@ def test_columns_and_id_formats_are_kaggle_exact(data):
 
 
 def test_loader_reads_generated_files(data):
-    loader = pytest.importorskip("hmrec.data.loader")
     out, summary = data
-    raw = loader.load_raw(out)
+    raw = load_raw(out)
     assert raw.report.rows == summary.rows
     assert raw.report.date_min == date(2018, 9, 20) and raw.report.date_max == date(2020, 9, 22)
 
