@@ -1,0 +1,202 @@
+"""`hmrec features`: raw files -> every feature group, the `retrieval` view, the online store.
+
+Orchestration only; the transforms are in hmrec.features. Order matters for two
+reasons:
+  * bad input fails before anything is written: the small tables (customers,
+    articles, id codes), whose cleaning can reject a value, are built first;
+  * memory at 31.8M transactions: each large frame is built, written and freed
+    before the next one is built.
+Every group is recomputed from the raw files and written with `overwrite` (one
+atomic Delta commit per group), so a re-run leaves identical tables, and rows that
+left the raw files leave the store too. `mode="upsert"` uses `insert` instead
+(upsert by primary key) for the entity and transaction groups; the aggregates are
+always overwritten (their change points depend on every row). Id codes are never
+renumbered: an existing mapping is extended with new ids only.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable, Literal
+
+import polars as pl
+
+from hmrec.config import Settings
+from hmrec.data import RawData, load_raw, sample_customers
+from hmrec.features import aggregates, groups
+from hmrec.features.articles import build_articles
+from hmrec.features.customers import build_customers
+from hmrec.features.ids import build_article_ids, build_customer_ids
+from hmrec.features.transactions import build_transactions
+from hmrec.features.views import RETRIEVAL_VIEW, create_retrieval_view
+from hmrec.store import FeatureGroup, FeatureGroupNotFound, FeatureStore
+
+Progress = Callable[..., None]
+REPORT_STEP = "features"
+
+
+@dataclass
+class FeaturePipelineSummary:
+    """What the run wrote: rows and Delta commit per group, the view, the online tables."""
+
+    store_dir: str
+    rows: dict[str, int] = field(default_factory=dict)
+    table_versions: dict[str, int] = field(default_factory=dict)
+    view: dict[str, object] = field(default_factory=dict)
+    online_rows: dict[str, int] = field(default_factory=dict)
+    as_of: dt.date | None = None  # the day the online aggregates describe (day after the last purchase)
+    sampled_customers: int | None = None
+    seconds: dict[str, float] = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["as_of"] = None if self.as_of is None else self.as_of.isoformat()
+        return d
+
+
+def _group(fs: FeatureStore, spec: groups.GroupSpec) -> FeatureGroup:
+    return fs.get_or_create_feature_group(
+        name=spec.name,
+        version=spec.version,
+        primary_key=spec.primary_key,
+        event_time=spec.event_time,
+        description=spec.description,
+        features=spec.features,
+        schema=spec.schema,
+    )
+
+
+def _existing(fs: FeatureStore, spec: groups.GroupSpec) -> pl.DataFrame | None:
+    try:
+        fg = fs.get_feature_group(spec.name, spec.version)
+    except FeatureGroupNotFound:
+        return None
+    return fg.read() if fg.count() else None
+
+
+def _latest_as_of(fg: FeatureGroup, key: str, as_of: dt.date) -> pl.DataFrame:
+    """Per key, the aggregate row valid on day `as_of` (rows valid later are ignored)."""
+    et = fg.event_time
+    return (
+        fg.scan()
+        .filter(pl.col(et) <= as_of)
+        .sort(key, et)
+        .group_by(key, maintain_order=True)
+        .last()
+        .collect()
+    )
+
+
+def run_feature_pipeline(
+    settings: Settings,
+    raw: RawData | None = None,
+    progress: Progress | None = None,
+    mode: Literal["overwrite", "upsert"] = "overwrite",
+    sample: bool = True,
+    write_report: bool = True,
+) -> FeaturePipelineSummary:
+    """Build every feature group from the raw data and write it into the feature store.
+
+    ``raw`` defaults to ``load_raw(settings.data_dir)``. With ``sample`` and a
+    CUSTOMER_DATA_SIZE other than FULL, a dataset with more customers than the size
+    asks for is sampled down (``hmrec.data.sample_customers``, seeded by SEED).
+    ``progress(task, completed, total)`` is called after each stage.
+    """
+    if mode not in ("overwrite", "upsert"):
+        raise ValueError(f"mode must be 'overwrite' or 'upsert', got {mode!r}")
+    t_start = time.perf_counter()
+    stages = ["load", "customers", "articles", "customer_ids", "article_ids", "transactions",
+              "article_sales_windows", "customer_activity", "retrieval view", "online store"]
+    done = 0
+
+    def tick(stage: str) -> None:
+        nonlocal done
+        done += 1
+        if progress is not None:
+            progress(f"features: {stage}", done, len(stages))
+
+    summary = FeaturePipelineSummary(store_dir=str(settings.store_dir))
+    clock = time.perf_counter()
+
+    def lap(name: str) -> None:
+        nonlocal clock
+        now = time.perf_counter()
+        summary.seconds[name] = round(now - clock, 3)
+        clock = now
+
+    if raw is None:
+        raw = load_raw(settings.data_dir, drop_unknown_references=settings.DROP_UNKNOWN_REFERENCES)
+    n_wanted = settings.CUSTOMER_DATA_SIZE.n_customers
+    if sample and n_wanted is not None and raw.customers.height > n_wanted:
+        raw = sample_customers(raw, n_wanted, settings.SEED)
+        summary.sampled_customers = n_wanted
+    lap("load")
+    tick("load")
+
+    fs = FeatureStore(settings.store_dir)
+
+    # Small tables first: their cleaning is what can reject a value, before anything is written.
+    customers_df = build_customers(raw.customers)
+    articles_df = build_articles(raw.articles)
+    customer_ids = build_customer_ids(raw.customers, _existing(fs, groups.CUSTOMER_IDS))
+    article_ids = build_article_ids(raw.articles, _existing(fs, groups.ARTICLE_IDS))
+
+    def write(spec: groups.GroupSpec, df: pl.DataFrame, upsert: bool) -> None:
+        fg = _group(fs, spec)
+        summary.table_versions[spec.name] = fg.insert(df) if upsert else fg.overwrite(df)
+        summary.rows[spec.name] = df.height
+        lap(spec.name)
+        tick(spec.name)
+
+    entity_upsert = mode == "upsert"
+    write(groups.CUSTOMERS, customers_df, entity_upsert)
+    write(groups.ARTICLES, articles_df, entity_upsert)
+    # ids: an existing mapping is already inside the new one (extended), so overwrite is exact.
+    write(groups.CUSTOMER_IDS, customer_ids, False)
+    write(groups.ARTICLE_IDS, article_ids, False)
+    del customers_df, articles_df, customer_ids, article_ids
+
+    tx = raw.transactions
+    write(groups.TRANSACTIONS, build_transactions(tx), entity_upsert)
+    write(groups.ARTICLE_SALES, aggregates.build_article_sales_windows(tx).collect(), False)
+    write(groups.CUSTOMER_ACTIVITY, aggregates.build_customer_activity(tx).collect(), False)
+    last_day = tx["t_dat"].max()
+    del tx, raw
+
+    fv = create_retrieval_view(fs)
+    summary.view = {"name": fv.name, "version": fv.version, "columns": fv.columns}
+    lap("retrieval view")
+    tick("retrieval view")
+
+    # Online store: the latest entity features, and the aggregates as of the day after the
+    # last purchase (the day a recommendation made now is for).
+    summary.as_of = None if last_day is None else last_day + dt.timedelta(days=1)
+    for spec in (groups.CUSTOMERS, groups.ARTICLES, groups.CUSTOMER_IDS, groups.ARTICLE_IDS):
+        summary.online_rows[spec.name] = fs.materialize(fs.get_feature_group(spec.name, spec.version))
+    if summary.as_of is not None:
+        for spec, key in ((groups.ARTICLE_SALES, "article_id"), (groups.CUSTOMER_ACTIVITY, "customer_id")):
+            df = _latest_as_of(fs.get_feature_group(spec.name, spec.version), key, summary.as_of)
+            summary.online_rows[spec.name] = fs.online.materialize(spec.name, df, key)
+    lap("online store")
+    tick("online store")
+
+    summary.seconds["total"] = round(time.perf_counter() - t_start, 3)
+    if write_report:
+        _write_report(settings.reports_dir, summary)
+    return summary
+
+
+def _write_report(reports_dir: Path, summary: FeaturePipelineSummary) -> None:
+    """<home>/reports/features.json (written to a temp name, then renamed)."""
+    reports_dir.mkdir(parents=True, exist_ok=True)
+    payload = {"step": REPORT_STEP, "seconds": summary.seconds.get("total"), **summary.to_dict()}
+    tmp = reports_dir / f"{REPORT_STEP}.json.tmp"
+    tmp.write_text(json.dumps(payload, indent=2, default=str))
+    tmp.replace(reports_dir / f"{REPORT_STEP}.json")
+
+
+__all__ = ["FeaturePipelineSummary", "RETRIEVAL_VIEW", "run_feature_pipeline"]
