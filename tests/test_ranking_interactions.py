@@ -155,3 +155,24 @@ def test_missing_column_is_named(transactions: pl.DataFrame, articles: pl.DataFr
             transactions,
             articles.drop("product_code"),
         )
+
+
+def test_serving_path_with_given_sales_matches_the_batch_path(
+    transactions: pl.DataFrame, articles: pl.DataFrame
+) -> None:
+    pairs = pl.DataFrame(
+        {"customer_id": ["c1", "c1", "c1"], "article_id": ["a1", "a2", "a4"], "as_of": [D(2020, 1, 10)] * 3}
+    )
+    batch = add_interaction_features(pairs, transactions, articles)
+    sales = batch.select("article_id", "article_sales_7d", "article_sales_28d")
+    own_history = transactions.filter(pl.col("customer_id") == "c1")
+    serving = add_interaction_features(pairs, own_history, articles, article_sales=sales.head(2))
+    assert serving.drop("article_sales_7d", "article_sales_28d").equals(
+        batch.drop("article_sales_7d", "article_sales_28d")
+    )
+    assert serving["article_sales_28d"].to_list() == [3, 0, 0]  # a4 not given -> 0
+    with pytest.raises(ValueError, match="one date"):
+        add_interaction_features(
+            pairs.with_columns(pl.Series("as_of", [D(2020, 1, 10), D(2020, 1, 11), D(2020, 1, 10)])),
+            own_history, articles, article_sales=sales,
+        )

@@ -10,6 +10,7 @@ Public API (see each module for details)::
     average_precision_at_k, ndcg_at_k, list_metrics,
     classification_metrics, classification_report_text                # metrics.py
     feature_separation, null_pattern_leaks                            # leakage.py
+    load_inputs, ranking_feature_view                                 # inputs.py (store)
 """
 
 from hmrec.ranking.dataset import (
@@ -30,6 +31,7 @@ from hmrec.ranking.interactions import (
     PairScorer,
     add_interaction_features,
 )
+from hmrec.ranking.inputs import RankingInputs, load_inputs, ranking_feature_view
 from hmrec.ranking.leakage import feature_separation, null_pattern_leaks
 from hmrec.ranking.metrics import (
     average_precision_at_k,
@@ -63,6 +65,7 @@ __all__ = [
     "CandidateFn",
     "PairScorer",
     "RankingModel",
+    "RankingInputs",
     "RankingResult",
     "Window",
     "add_interaction_features",
@@ -80,10 +83,12 @@ __all__ = [
     "feature_separation",
     "label_rows",
     "list_metrics",
+    "load_inputs",
     "month_columns",
     "ndcg_at_k",
     "null_pattern_leaks",
     "random_negatives",
+    "ranking_feature_view",
     "retrieval_negatives",
     "to_pool",
     "train_ranking",

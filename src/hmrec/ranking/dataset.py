@@ -111,6 +111,7 @@ def feature_rows(
     articles: pl.DataFrame,
     customers: pl.DataFrame | None,
     pair_scorer: PairScorer | None = None,
+    article_sales: pl.DataFrame | None = None,
 ) -> pl.DataFrame:
     """Add every ranking feature to (customer_id, article_id, as_of) rows, order kept.
 
@@ -118,7 +119,8 @@ def feature_rows(
     the point-in-time interaction features. The two-tower score comes from
     `pair_scorer` for every row, or from a ``two_tower_score`` column already in
     `pairs` (e.g. candidates with their retrieval scores); without either it is left
-    out, never filled for some rows only.
+    out, never filled for some rows only. `article_sales`: see add_interaction_features
+    (the serving path).
     """
     for c in ID_COLUMNS:
         if c not in pairs.columns:
@@ -148,7 +150,11 @@ def feature_rows(
             maintain_order="left",
         )
     return add_interaction_features(
-        out, transactions, articles, pair_scorer=None if has_score else pair_scorer
+        out,
+        transactions,
+        articles,
+        pair_scorer=None if has_score else pair_scorer,
+        article_sales=article_sales,
     )
 
 

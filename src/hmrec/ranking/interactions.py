@@ -57,6 +57,7 @@ def _features_as_of(
     history: pl.LazyFrame,
     article_keys: pl.LazyFrame,
     as_of: date,
+    article_sales: pl.LazyFrame | None = None,
 ) -> pl.DataFrame:
     """Interaction features for pairs sharing one as_of date."""
     past = history.filter(pl.col("t_dat") < as_of)
@@ -77,16 +78,20 @@ def _features_as_of(
     by_garment = mine.group_by("customer_id", "garment_group_name").agg(
         pl.len().alias("_n_garment")
     )
-    sales_7 = (
-        past.filter(pl.col("t_dat") >= as_of - timedelta(days=7))
-        .group_by("article_id")
-        .agg(pl.len().alias("article_sales_7d"))
-    )
-    sales_28 = (
-        past.filter(pl.col("t_dat") >= as_of - timedelta(days=28))
-        .group_by("article_id")
-        .agg(pl.len().alias("article_sales_28d"))
-    )
+    if article_sales is None:
+        sales_7 = (
+            past.filter(pl.col("t_dat") >= as_of - timedelta(days=7))
+            .group_by("article_id")
+            .agg(pl.len().alias("article_sales_7d"))
+        )
+        sales_28 = (
+            past.filter(pl.col("t_dat") >= as_of - timedelta(days=28))
+            .group_by("article_id")
+            .agg(pl.len().alias("article_sales_28d"))
+        )
+    else:
+        sales_7 = article_sales.select("article_id", "article_sales_7d")
+        sales_28 = article_sales.select("article_id", "article_sales_28d")
 
     out = (
         pairs.lazy()
@@ -127,6 +132,7 @@ def add_interaction_features(
     transactions: pl.DataFrame | pl.LazyFrame,
     articles: pl.DataFrame | pl.LazyFrame,
     pair_scorer: PairScorer | None = None,
+    article_sales: pl.DataFrame | None = None,
 ) -> pl.DataFrame:
     """Return `pairs` (same rows, same order) with the interaction features added.
 
@@ -135,6 +141,11 @@ def add_interaction_features(
     rows with t_dat < as_of are used for each row.
     articles: article_id, product_code, index_group_name, garment_group_name.
     pair_scorer: when given, adds ``two_tower_score`` for every row (Float32).
+    article_sales: optional article_id, article_sales_7d, article_sales_28d as of the
+    rows' date (e.g. from the article_sales_windows group, whose windows are the same
+    [as_of-w, as_of-1] days). Serving uses it with only the customer's own history as
+    `transactions`, instead of scanning everyone's purchases per request. With it, all
+    rows must share one as_of.
 
     Work is done once per distinct as_of date, so callers should keep those few
     (e.g. one per weekly window), which is what the ranking dataset does.
@@ -148,6 +159,12 @@ def add_interaction_features(
         raise ValueError(f"pairs already has feature column(s) {clash}")
     if pairs["as_of"].null_count():
         raise ValueError("pairs has null as_of; every row needs the date its features are as of")
+    sales = None
+    if article_sales is not None:
+        _check_columns(article_sales, "article_sales", ("article_id", "article_sales_7d", "article_sales_28d"))
+        if pairs["as_of"].n_unique() > 1:
+            raise ValueError("article_sales holds counts as of one date; pairs span several as_of dates")
+        sales = article_sales.lazy().unique("article_id")
 
     history = transactions.lazy().select("t_dat", "customer_id", "article_id")
     article_keys = articles.lazy().select("article_id", *_ARTICLE_KEYS).unique("article_id")
@@ -157,7 +174,7 @@ def add_interaction_features(
         group = indexed.filter(pl.col("as_of") == as_of).select(
             "_row", "customer_id", "article_id"
         )
-        feats = _features_as_of(group, history, article_keys, as_of)
+        feats = _features_as_of(group, history, article_keys, as_of, sales)
         if pair_scorer is not None:
             feats = feats.join(group.select("_row", "customer_id", "article_id"), on="_row")
             scores = np.asarray(
