@@ -111,9 +111,7 @@ def test_registration_records_signature_example_params_metrics_and_lineage_tags(
 
     model = registry.load("rank_meta", version=1)
     inputs = {c.name: c.type.name for c in model.metadata.get_input_schema().inputs}
-    assert inputs == {
-        "customer_id": "string",
-        "article_id": "string",
+    assert inputs == {  # the model's features only: the example's id columns are cut
         "price": "double",
         "age": "double",
         "garment_group_name": "string",
@@ -122,8 +120,9 @@ def test_registration_records_signature_example_params_metrics_and_lineage_tags(
     out = model.metadata.get_output_schema().inputs[0]
     assert out.type == np.dtype("float64")
     example = _input_example(registry, "rank_meta", 1, tmp_path)
-    assert list(example.columns) == ["customer_id", "article_id", *FEATURES]
+    assert list(example.columns) == FEATURES
     assert len(example) == 5
+    np.testing.assert_array_equal(example["price"].to_numpy(), train["price"].head(5).to_numpy())
 
 
 def _input_example(registry: ModelRegistry, name: str, version: int, dst) -> pd.DataFrame:
@@ -241,6 +240,8 @@ def test_bad_input_is_rejected_before_anything_is_stored(registry, ranker, train
         registry.register(
             name, RankingPyfunc(ranker), example, {}, {"m": 1.0}, {"name": "v", "version": 1}, "fp1-x", "m"
         )
+    with pytest.raises(RegistryError, match=r"lacks the model's input column\(s\) \['price'\]"):
+        registry.register(name, RankingPyfunc(ranker), example.drop("price"), metrics={"m": 1.0}, metric_name="m", **good)
     with pytest.raises(RegistryError, match="has no rows"):
         registry.register(name, RankingPyfunc(ranker), example.head(0), metrics={"m": 1.0}, metric_name="m", **good)
     with pytest.raises(RegistryError, match="must be a QueryPyfunc"):
@@ -277,3 +278,39 @@ def test_lineage_names_a_feature_view_the_store_can_open(registry, ranker, train
     reopened = store.get_feature_view(lineage["name"], lineage["version"])
     assert lineage["columns"] == reopened.columns
     assert lineage["data_fingerprint"] == fingerprint(rows)
+
+
+def test_models_registered_inside_one_training_run_share_it(registry, ranker, train):
+    import mlflow
+
+    with registry.start_run("train-two-models") as run:
+        for epoch, loss in enumerate([0.9, 0.5, 0.3]):
+            mlflow.log_metric("train_loss", loss, step=epoch)
+        a = _register(registry, "rank_run_a", ranker, train, 0.6)
+        b = _register(registry, "rank_run_b", ranker, train, 0.6)  # same params: logged once
+    assert a.run_id == b.run_id == run.info.run_id
+    history = registry.client.get_metric_history(run.info.run_id, "train_loss")
+    assert [(m.step, m.value) for m in history] == [(0, 0.9), (1, 0.5), (2, 0.3)]
+    assert registry.client.get_run(run.info.run_id).data.params["depth"] == "4"
+    assert mlflow.active_run() is None
+
+
+def test_integer_features_are_declared_double_so_missing_values_pass(registry, train):
+    ints = train.with_columns(pl.col("age").fill_null(30).cast(pl.Int16))
+    model = RankingModel(iterations=10, depth=3, seed=2, thread_count=1).fit(ints, FEATURES)
+    registry.register(
+        "rank_int_age", RankingPyfunc(model), ints.select(FEATURES).head(4), {}, {"m": 1.0},
+        FEATURE_VIEW, "fp1-x", "m",
+    )
+    loaded = registry.load("rank_int_age")
+    types = {c.name: c.type.name for c in loaded.metadata.get_input_schema().inputs}
+    assert types["age"] == "double"
+    serving = ints.head(6).with_columns(
+        pl.when(pl.int_range(pl.len()) == 1).then(None).otherwise(pl.col("age")).alias("age")
+    )
+    as_float = serving.to_pandas()  # Polars turns an integer column with a null into float64
+    assert as_float["age"].dtype == np.float64
+    np.testing.assert_array_equal(loaded.predict(as_float), model.predict(serving))
+    as_int16 = ints.head(6).to_pandas()
+    assert as_int16["age"].dtype == np.int16
+    np.testing.assert_array_equal(loaded.predict(as_int16), model.predict(ints.head(6)))

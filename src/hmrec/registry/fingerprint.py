@@ -5,9 +5,10 @@ model trained on the data we have now?" is a string comparison. It must be fast 
 tens of millions of rows (it runs in every training pipeline) and must not depend on
 row order: the same Delta table read twice may return its files in another order.
 
-Method: every row is hashed with two seeds (Polars' multi-threaded row hash, ~0.1 s
-for 5M rows on 2 cores); the per-seed hashes are summed modulo 2**64 (an
-order-independent multiset digest in which duplicate rows count), then the two sums,
+Method: every row is hashed with two seeds (Polars' multi-threaded row hash; about
+0.15 s per million transaction rows with 64-character ids on 2 busy cores); the
+per-seed hashes are summed modulo 2**64 (an order-independent multiset digest in
+which duplicate rows count), then the two sums,
 the row count and the schema (column names and dtypes, in order) go through BLAKE2b.
 Polars documents its row hash as stable within a Polars version only, so the Polars
 version is part of the digest input as well: a fingerprint never silently matches
@@ -30,26 +31,19 @@ def fingerprint(data: pl.DataFrame | pl.LazyFrame) -> str:
 
     Row order does not matter; column order, names, dtypes, values and duplicate rows do.
     """
-    if isinstance(data, pl.DataFrame):
-        lazy = data.lazy()
-    elif isinstance(data, pl.LazyFrame):
-        lazy = data
-    else:
+    if isinstance(data, pl.LazyFrame):
+        data = data.collect()
+    elif not isinstance(data, pl.DataFrame):
         raise TypeError(
             f"fingerprint() takes a polars DataFrame or LazyFrame, got {type(data).__name__}"
         )
-    schema = lazy.collect_schema()
-    if len(schema) == 0:
-        sums: tuple[int, ...] = (0, 0)
-        height = 0
+    schema = data.schema
+    height = data.height
+    if data.width == 0 or height == 0:
+        sums: tuple[int, ...] = tuple(0 for _ in _SEEDS)
     else:
-        row = pl.struct(pl.all())
-        out = lazy.select(
-            *[row.hash(seed).sum().alias(f"h{i}") for i, seed in enumerate(_SEEDS)],
-            pl.len().alias("n"),
-        ).collect()
-        sums = tuple(int(out[f"h{i}"][0] or 0) for i in range(len(_SEEDS)))
-        height = int(out["n"][0])
+        # DataFrame.hash_rows is ~4x faster than hashing a struct expression.
+        sums = tuple(int(data.hash_rows(seed=seed).sum()) for seed in _SEEDS)
     digest = hashlib.blake2b(digest_size=16)
     digest.update(f"{FINGERPRINT_VERSION}|polars={pl.__version__}|n={height}|".encode())
     for name, dtype in schema.items():

@@ -68,6 +68,16 @@ class HmrecPyfunc(mlflow.pyfunc.PythonModel):
         """Save the in-memory model under ``directory``; return MLflow's artifacts mapping."""
         raise NotImplementedError
 
+    @property
+    def input_columns(self) -> list[str]:
+        """Raw columns the model reads; the registered signature names exactly these."""
+        raise NotImplementedError
+
+    @property
+    def numeric_columns(self) -> list[str]:
+        """Input columns the model reads as numbers (it casts them to float itself)."""
+        raise NotImplementedError
+
     def _require_model(self) -> Any:
         model = getattr(self, "model", None)
         if model is None:
@@ -107,6 +117,16 @@ class RankingPyfunc(HmrecPyfunc):
         self._require_model().save(path)
         return {self._ARTIFACT: str(path)}
 
+    @property
+    def input_columns(self) -> list[str]:
+        return list(self._require_model().feature_names_)
+
+    @property
+    def numeric_columns(self) -> list[str]:
+        model = self._require_model()
+        cats = set(model.cat_features_)
+        return [c for c in model.feature_names_ if c not in cats]
+
     def load_context(self, context: Any) -> None:
         from hmrec.ranking.model import RankingModel
 
@@ -140,9 +160,17 @@ class _TowerPyfunc(HmrecPyfunc):
         return {self._ARTIFACT: str(path)}
 
     def load_context(self, context: Any) -> None:
-        from hmrec.retrieval import TwoTowerModel
+        from hmrec.retrieval.model import TwoTowerModel
 
         self.model = TwoTowerModel.load(context.artifacts[self._ARTIFACT])
+
+    @property
+    def input_columns(self) -> list[str]:
+        return list(self.tower.columns)
+
+    @property
+    def numeric_columns(self) -> list[str]:
+        return [f.spec.column for f in self.tower.features if not f.is_categorical]
 
     @property
     def tower(self) -> Any:

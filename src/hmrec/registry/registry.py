@@ -194,6 +194,9 @@ class ModelRegistry:
     ) -> RegisteredVersion:
         """Store ``model`` as the next version of ``name``; move ``champion`` if it earns it.
 
+        The input example (first rows of the training data) is cut to the model's
+        input columns, so the signature names exactly the raw features serving must send.
+
         ``metrics[metric_name]`` (a validation metric) decides the alias: the new version
         becomes champion when there is none, when it is at least as good as the current
         champion's value of the same metric, or when ``force``. The run is ``run_id``,
@@ -201,9 +204,9 @@ class ModelRegistry:
         before anything is written.
         """
         started = time.perf_counter()
-        example = _example_frame(name, input_example)
-        fv = _feature_view_dict(feature_view)
         value = _check_inputs(name, model, metrics, metric_name, data_fingerprint)
+        example = _example_frame(name, input_example, model.input_columns, model.numeric_columns)
+        fv = _feature_view_dict(feature_view)
         output = model.predict(None, example)
         signature = _signature(example, output)
 
@@ -473,7 +476,16 @@ def _version_info(mv: Any, aliases: Sequence[str]) -> VersionInfo:
     )
 
 
-def _example_frame(name: str, example: pd.DataFrame | pl.DataFrame) -> pd.DataFrame:
+def _example_frame(
+    name: str, example: pd.DataFrame | pl.DataFrame, columns: list[str], numeric: list[str]
+) -> pd.DataFrame:
+    """The example cut to the model's input columns (so the signature asks for nothing else).
+
+    Integer columns the model reads as numbers are declared double: a missing value
+    turns a pandas integer column into float, which MLflow's schema check refuses for a
+    ``long`` column (MLflow's own advice). Smaller integer inputs (int8/16/32) still
+    pass a ``double`` column; int64 does not (MLflow calls that conversion unsafe).
+    """
     if isinstance(example, pl.DataFrame):
         example = example.head(MAX_EXAMPLE_ROWS).to_pandas()
     if not isinstance(example, pd.DataFrame):
@@ -481,9 +493,19 @@ def _example_frame(name: str, example: pd.DataFrame | pl.DataFrame) -> pd.DataFr
             f"input_example for '{name}' must be a pandas or polars DataFrame, "
             f"got {type(example).__name__}"
         )
-    if example.empty:
+    if len(example) == 0:
         raise RegistryError(f"input_example for '{name}' has no rows")
-    return example.head(MAX_EXAMPLE_ROWS).reset_index(drop=True)
+    missing = [c for c in columns if c not in example.columns]
+    if missing:
+        raise RegistryError(
+            f"input_example for '{name}' lacks the model's input column(s) {missing}; "
+            f"it has {list(example.columns)}"
+        )
+    out = example.head(MAX_EXAMPLE_ROWS)[columns].reset_index(drop=True)
+    for col in numeric:
+        if pd.api.types.is_integer_dtype(out[col].dtype) or pd.api.types.is_bool_dtype(out[col].dtype):
+            out[col] = out[col].astype("float64")
+    return out
 
 
 def _feature_view_dict(fv: Mapping[str, Any] | Any) -> dict[str, Any]:

@@ -1,0 +1,139 @@
+"""Cost of the model registry: data fingerprint, registration, loading (hmrec.registry).
+
+Usage:
+    python benchmarks/bench_registry.py                    # 10M-row fingerprint, ranking model
+    python benchmarks/bench_registry.py --rows 31788324    # fingerprint at the full H&M size
+
+Measures, on a fresh SQLite registry in a temporary folder:
+- fingerprint(): seconds for a transactions-shaped frame (64-hex customer ids, 10-digit
+  article ids, date, price, channel);
+- backend creation (MLflow's SQLite migrations, once per home);
+- register(): seconds per version for a CatBoost ranking model with the reference
+  settings (100 iterations, depth 10), and for the two towers when hmrec.retrieval has
+  a TwoTowerModel;
+- load() + predict on 10,000 rows.
+Figures are printed and written to benchmarks/results/registry.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import resource
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def _peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def _transactions(n: int, seed: int) -> pl.DataFrame:
+    rng = np.random.default_rng(seed)
+    cust = pl.Series(rng.integers(0, 1_371_980, n)).cast(pl.String).str.pad_start(64, "0")
+    art = pl.Series(rng.integers(0, 105_542, n)).cast(pl.String).str.pad_start(10, "0")
+    return pl.DataFrame(
+        {
+            "t_dat": pl.Series(rng.integers(17_794, 18_527, n)).cast(pl.Date),
+            "customer_id": cust,
+            "article_id": art,
+            "price": rng.random(n) * 0.1,
+            "sales_channel_id": rng.integers(1, 3, n).astype(np.int8),
+        }
+    )
+
+
+def _ranking_frame(n: int, seed: int) -> pl.DataFrame:
+    rng = np.random.default_rng(seed)
+    garments = np.array(["Jersey", "Knitwear", "Trousers", "Shoes", "Dresses"])
+    groups = np.array(["Ladieswear", "Menswear", "Divided", "Sport", "Baby/Children"])
+    price = rng.random(n) * 0.1
+    g = garments[rng.integers(0, 5, n)]
+    label = ((price > 0.05) ^ (g == "Knitwear") ^ (rng.random(n) < 0.2)).astype(np.int8)
+    return pl.DataFrame(
+        {
+            "customer_id": [f"{i:064x}" for i in rng.integers(0, 5_000, n)],
+            "article_id": [f"{i:010d}" for i in rng.integers(0, 20_000, n)],
+            "price": price,
+            "age": rng.integers(18, 80, n).astype(float),
+            "garment_group_name": g,
+            "index_group_name": groups[rng.integers(0, 5, n)],
+            "sales_7d": rng.poisson(3, n).astype(float),
+            "label": label,
+        }
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rows", type=int, default=10_000_000, help="rows to fingerprint")
+    parser.add_argument("--versions", type=int, default=3, help="ranking versions to register")
+    args = parser.parse_args()
+
+    t0 = time.perf_counter()
+    from hmrec.ranking.model import RankingModel
+    from hmrec.registry import CHAMPION, ModelRegistry, RankingPyfunc, fingerprint
+
+    import_s = time.perf_counter() - t0
+    out: dict = {"python": sys.version.split()[0], "machine": platform.machine(), "import_s": import_s}
+
+    df = _transactions(args.rows, seed=0)
+    t = time.perf_counter()
+    fp = fingerprint(df)
+    fp_s = time.perf_counter() - t
+    out["fingerprint"] = {"rows": args.rows, "seconds": fp_s, "rows_per_s": args.rows / fp_s, "value": fp}
+    del df
+    print(f"fingerprint {args.rows:,} rows: {fp_s:.2f} s ({args.rows / fp_s / 1e6:.1f} M rows/s)")
+
+    features = ["price", "age", "garment_group_name", "index_group_name", "sales_7d"]
+    train = _ranking_frame(50_000, seed=1)
+    ranker = RankingModel(iterations=100, depth=10, seed=1).fit(train, features)
+    fresh = _ranking_frame(10_000, seed=2)
+    fv = {"name": "ranking", "version": 1, "columns": ["customer_id", "article_id", *features]}
+    data_fp = fingerprint(train)
+
+    with tempfile.TemporaryDirectory() as tmp:
+        reg = ModelRegistry(f"sqlite:///{Path(tmp) / 'mlflow.db'}")
+        t = time.perf_counter()
+        _ = reg.experiment_id  # creates the database (migrations) and the experiment
+        out["backend_create_s"] = time.perf_counter() - t
+        print(f"SQLite backend + experiment created: {out['backend_create_s']:.2f} s")
+
+        register_s = []
+        for i in range(args.versions):
+            v = reg.register(
+                "ranking_model", RankingPyfunc(ranker), train.select(fv["columns"]).head(5),
+                ranker.params(), {"val_roc_auc": 0.7 + 0.01 * i}, fv, data_fp, "val_roc_auc",
+            )
+            register_s.append(v.seconds)
+            print(f"register ranking_model v{v.version}: {v.seconds:.2f} s ({v.decision})")
+        out["register_ranking_s"] = register_s
+
+        t = time.perf_counter()
+        model = reg.load("ranking_model", alias=CHAMPION)
+        load_s = time.perf_counter() - t
+        t = time.perf_counter()
+        scores = model.predict(fresh.select(features).to_pandas())
+        predict_s = time.perf_counter() - t
+        same = bool(np.array_equal(scores, ranker.predict(fresh)))
+        out["load_ranking_s"] = load_s
+        out["predict_10k_s"] = predict_s
+        out["scores_identical"] = same
+        print(f"load by alias: {load_s:.2f} s; predict 10,000 rows: {predict_s:.3f} s; identical: {same}")
+
+    out["peak_rss_mb"] = _peak_rss_mb()
+    print(f"peak RSS {out['peak_rss_mb']:.0f} MB")
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / "registry.json").write_text(json.dumps(out, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
