@@ -107,6 +107,25 @@ def data_validate(
     console.print(report.to_table())
 
 
+@app.command("features")
+@fails_cleanly
+def features(
+    size: Optional[CustomerDataSize] = SizeOpt,
+    seed: Optional[int] = SeedOpt,
+    home: Optional[Path] = HomeOpt,
+    data_dir: Optional[Path] = DataDirOpt,
+) -> None:
+    """Build every feature group, the retrieval view and the online store from the raw files."""
+    from hmrec.pipelines.features import run_feature_pipeline
+    from hmrec.pipelines.progress import step_progress
+    from hmrec.pipelines.summary import features_table
+
+    settings = make_settings(home, data_dir, CUSTOMER_DATA_SIZE=size, SEED=seed)
+    with step_progress(console) as progress:
+        summary = run_feature_pipeline(settings, progress=progress)
+    console.print(features_table(summary))
+
+
 @app.command("run")
 @fails_cleanly
 def run(

@@ -15,16 +15,20 @@ from rich.progress import (BarColumn, MofNCompleteColumn, Progress, SpinnerColum
 
 
 class StepProgress:
-    """Callable ``progress(task, completed, total=None)``: one bar per task name."""
+    """Callable ``progress(task, completed, total=None)``.
+
+    One bar per step: "features: customers" and "features: articles" update the same
+    bar (the part before the colon names it) and the text shows the current stage."""
 
     def __init__(self, progress: Progress):
         self._progress = progress
         self._tasks: dict[str, int] = {}
 
     def __call__(self, task: str, completed: float, total: float | None = None) -> None:
-        if task not in self._tasks:
-            self._tasks[task] = self._progress.add_task(task, total=total)
-        self._progress.update(self._tasks[task], completed=completed, total=total)
+        key = task.split(":", 1)[0]
+        if key not in self._tasks:
+            self._tasks[key] = self._progress.add_task(task, total=total)
+        self._progress.update(self._tasks[key], completed=completed, total=total, description=task)
 
 
 @contextmanager

@@ -9,8 +9,9 @@ from rich.console import Console
 
 from hmrec.config import Settings
 from hmrec.pipelines.data import run_data_step
+from hmrec.pipelines.features import run_feature_pipeline
 from hmrec.pipelines.progress import step_progress
-from hmrec.pipelines.summary import steps_table
+from hmrec.pipelines.summary import features_table, steps_table
 
 
 def run_all(settings: Settings, console: Console) -> dict[str, float]:
@@ -23,6 +24,12 @@ def run_all(settings: Settings, console: Console) -> dict[str, float]:
         data = run_data_step(settings, progress=progress)
     seconds["data"] = time.perf_counter() - t0
     console.print(data.report.to_table())
+
+    t0 = time.perf_counter()
+    with step_progress(console) as progress:
+        features = run_feature_pipeline(settings, progress=progress)
+    seconds["features"] = time.perf_counter() - t0
+    console.print(features_table(features))
 
     console.print(steps_table(seconds))
     return seconds
