@@ -1,0 +1,57 @@
+"""Offline evaluation: the test-week split, baselines, the harness that scores every
+system side by side (evaluate.json), and the HTML report with charts."""
+
+from hmrec.evaluation.baselines import (
+    BASELINES,
+    ALSBaseline,
+    PopularityBaseline,
+    PopularityByAgeBaseline,
+    Recommender,
+    RepurchasePopularityBaseline,
+    popularity_ranking,
+)
+from hmrec.evaluation.evaluate import (
+    REPORT_FILE,
+    EvaluationResult,
+    RecommendFn,
+    System,
+    as_system,
+    evaluate_systems,
+    fit_baselines,
+    pick_examples,
+    run_evaluation,
+    write_evaluation,
+)
+from hmrec.evaluation.metrics import candidate_scores, list_scores, recall_at_k
+from hmrec.evaluation.report import CustomerExample, build_examples, read_report_inputs, write_report
+from hmrec.evaluation.split import EvaluationInputError, EvaluationSplit, split_test_week
+
+__all__ = [
+    "BASELINES",
+    "REPORT_FILE",
+    "ALSBaseline",
+    "CustomerExample",
+    "EvaluationInputError",
+    "EvaluationResult",
+    "EvaluationSplit",
+    "PopularityBaseline",
+    "PopularityByAgeBaseline",
+    "RecommendFn",
+    "Recommender",
+    "RepurchasePopularityBaseline",
+    "System",
+    "as_system",
+    "build_examples",
+    "candidate_scores",
+    "evaluate_systems",
+    "fit_baselines",
+    "list_scores",
+    "pick_examples",
+    "popularity_ranking",
+    "read_report_inputs",
+    "recall_at_k",
+    "run_evaluation",
+    "split_test_week",
+    "write_evaluation",
+    "write_report",
+]

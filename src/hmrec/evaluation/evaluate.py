@@ -1,0 +1,257 @@
+"""The offline evaluation harness: every system, the same test customers, one JSON.
+
+Why a harness and not per-model scripts: a metric means something only next to the
+same metric for the baselines on the same split and the same customers (DESIGN.md
+section 4). Systems are plugged in as callables ``recommend(customer_ids, k) ->
+{customer_id: [article_id, ...]}``, so the two-tower model and the 4-stage pipeline
+(built later, in ``hmrec.serving``) join the table without this module knowing them.
+
+A system may also expose a candidate generator (the retrieval stage, top
+``candidate_k`` = 100): then it gets Recall@100 and the reachable share as well.
+
+Output: ``<reports_dir>/evaluate.json`` =
+``{"step": "evaluate", "split": "test", "seconds": ..., "metrics": {SYSTEM: {METRIC: value}}}``
+plus context keys (test window, number of customers, seconds per system, Recall@K
+curves of the candidate generators).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import tempfile
+import time
+from collections.abc import Callable, Collection, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+
+from hmrec.evaluation.baselines import (
+    ALSBaseline,
+    PopularityBaseline,
+    PopularityByAgeBaseline,
+    RepurchasePopularityBaseline,
+)
+from hmrec.evaluation.metrics import candidate_scores, list_scores
+from hmrec.evaluation.split import EvaluationInputError, EvaluationSplit, split_test_week
+
+#: recommend(customer_ids, k) -> {customer_id: [article_id, ...]} (best first)
+RecommendFn = Callable[[Sequence[str], int], Mapping[str, Sequence[str]]]
+
+REPORT_FILE = "evaluate.json"
+#: Cut-offs of the Recall@K curve computed from each candidate list.
+RECALL_CURVE = (1, 5, 10, 12, 20, 50, 100)
+
+
+@dataclass
+class System:
+    """A system under evaluation: its final top-k lists and, optionally, its retrieval candidates."""
+
+    recommend: RecommendFn | None = None
+    candidates: RecommendFn | None = None
+
+
+def as_system(obj: System | RecommendFn | Any) -> System:
+    """Accept a System, an object with ``recommend`` (and maybe ``candidates``), or a bare callable."""
+    if isinstance(obj, System):
+        return obj
+    if hasattr(obj, "recommend"):
+        return System(recommend=obj.recommend, candidates=getattr(obj, "candidates", None))
+    if callable(obj):
+        return System(recommend=obj)
+    raise TypeError(f"cannot evaluate {obj!r}: expected a System, an object with recommend(), or a callable")
+
+
+@dataclass
+class EvaluationResult:
+    """Metrics per system, plus what the report needs (curves, example lists)."""
+
+    metrics: dict[str, dict[str, float]]
+    seconds: float
+    n_customers: int
+    test_start: str | None = None
+    test_end: str | None = None
+    k: int = 12
+    candidate_k: int = 100
+    system_seconds: dict[str, float] = field(default_factory=dict)
+    recall_curves: dict[str, dict[int, float]] = field(default_factory=dict)
+    #: system -> customer -> top-k list, only for the customers asked to be kept (report examples)
+    examples: dict[str, dict[str, list[str]]] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The evaluate.json document (DESIGN.md section 4 shape + context keys)."""
+        return {
+            "step": "evaluate",
+            "split": "test",
+            "seconds": round(self.seconds, 3),
+            "metrics": self.metrics,
+            "n_customers": self.n_customers,
+            "test_window": {"start": self.test_start, "end_exclusive": self.test_end},
+            "k": self.k,
+            "candidate_k": self.candidate_k,
+            "system_seconds": {s: round(v, 3) for s, v in self.system_seconds.items()},
+            "recall_curves": {s: {str(c): v for c, v in curve.items()} for s, curve in self.recall_curves.items()},
+        }
+
+
+def _check_lists(system: str, lists: Mapping[str, Sequence[str]], known: Collection[str] | None) -> None:
+    if not isinstance(lists, Mapping):
+        raise EvaluationInputError(f"system {system!r} returned {type(lists).__name__}, expected a dict")
+    if known is None:
+        return
+    for customer, listed in lists.items():
+        for article in listed:
+            if article not in known:
+                raise EvaluationInputError(
+                    f"system {system!r} recommended unknown article {article!r} to customer {customer!r}"
+                )
+
+
+def evaluate_systems(
+    actual: Mapping[str, Sequence[str]],
+    systems: Mapping[str, System | RecommendFn | Any],
+    k: int = 12,
+    candidate_k: int = 100,
+    keep_customers: Sequence[str] = (),
+    known_articles: Collection[str] | None = None,
+    split: EvaluationSplit | None = None,
+) -> EvaluationResult:
+    """Score every system on the customers of `actual` (customer -> articles bought in the test week).
+
+    Every system is asked for exactly the same customers (sorted). `known_articles`,
+    when given, makes any recommendation outside the catalogue an error naming the
+    system, customer and article. `keep_customers` selects whose lists are kept for
+    the report's examples.
+    """
+    started = time.perf_counter()
+    customers = sorted(c for c, bought in actual.items() if len(bought) > 0)
+    targets = {c: actual[c] for c in customers}
+    known = set(known_articles) if known_articles is not None else None
+    metrics: dict[str, dict[str, float]] = {}
+    seconds: dict[str, float] = {}
+    curves: dict[str, dict[int, float]] = {}
+    examples: dict[str, dict[str, list[str]]] = {}
+    for name, obj in systems.items():
+        system = as_system(obj)
+        t0 = time.perf_counter()
+        scores: dict[str, float] = {}
+        top: Mapping[str, Sequence[str]] | None = None
+        if system.recommend is not None:
+            top = system.recommend(customers, k)
+            _check_lists(name, top, known)
+            scores.update(list_scores(targets, top, k))
+        if system.candidates is not None:
+            cands = system.candidates(customers, candidate_k)
+            _check_lists(name, cands, known)
+            cand = candidate_scores(targets, cands, candidate_k, curve=RECALL_CURVE)
+            scores[f"recall_at_{candidate_k}"] = cand[f"recall_at_{candidate_k}"]
+            scores["reachable_share"] = cand["reachable_share"]
+            curves[name] = {c: cand[f"recall_at_{c}"] for c in sorted({*RECALL_CURVE, candidate_k}) if c <= candidate_k}
+            if top is None:
+                top = cands
+        if top is not None and keep_customers:
+            examples[name] = {c: list(top.get(c, ()))[:k] for c in keep_customers}
+        metrics[name] = scores
+        seconds[name] = time.perf_counter() - t0
+    return EvaluationResult(
+        metrics=metrics,
+        seconds=time.perf_counter() - started,
+        n_customers=len(customers),
+        test_start=split.test_start.isoformat() if split is not None else None,
+        test_end=split.test_end.isoformat() if split is not None else None,
+        k=k,
+        candidate_k=candidate_k,
+        system_seconds=seconds,
+        recall_curves=curves,
+        examples=examples,
+    )
+
+
+def write_evaluation(result: EvaluationResult | Mapping[str, Any], reports_dir: Path | str) -> Path:
+    """Write <reports_dir>/evaluate.json atomically (temp file + rename): a crash keeps the old one."""
+    doc = result.to_dict() if isinstance(result, EvaluationResult) else dict(result)
+    target = Path(reports_dir) / REPORT_FILE
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".evaluate.", suffix=".json")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            json.dump(doc, fh, indent=2, sort_keys=False)
+        os.replace(tmp, target)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return target
+
+
+def pick_examples(split: EvaluationSplit, n: int = 3, seed: int = 42) -> list[str]:
+    """A few test customers with some history, chosen reproducibly, for the report."""
+    with_history = (
+        split.history.select("customer_id")
+        .unique()
+        .join(split.test.select("customer_id").unique(), on="customer_id", how="inner")
+        .sort("customer_id")["customer_id"]
+        .to_list()
+    )
+    pool = with_history or split.test_customers()
+    return sorted(random.Random(seed).sample(pool, min(n, len(pool))))
+
+
+def fit_baselines(
+    split: EvaluationSplit,
+    customers: pl.DataFrame,
+    articles: pl.DataFrame,
+    seed: int = 42,
+    als_params: Mapping[str, Any] | None = None,
+) -> dict[str, System]:
+    """Fit the four baselines on the split's history; ALS also serves as a candidate generator."""
+    fitted = [
+        PopularityBaseline(),
+        PopularityByAgeBaseline(),
+        RepurchasePopularityBaseline(),
+        ALSBaseline(seed=seed, **dict(als_params or {})),
+    ]
+    out: dict[str, System] = {}
+    for model in fitted:
+        model.fit(split.history, customers, articles)
+        out[model.name] = as_system(model)
+    return out
+
+
+def run_evaluation(
+    transactions: pl.DataFrame,
+    customers: pl.DataFrame,
+    articles: pl.DataFrame,
+    reports_dir: Path | str | None = None,
+    extra_systems: Mapping[str, System | RecommendFn | Any] | None = None,
+    seed: int = 42,
+    test_days: int = 7,
+    k: int = 12,
+    candidate_k: int = 100,
+    n_examples: int = 3,
+    als_params: Mapping[str, Any] | None = None,
+) -> tuple[EvaluationSplit, EvaluationResult]:
+    """Split, fit the baselines, score them and `extra_systems` side by side, write evaluate.json.
+
+    `extra_systems` (e.g. ``{"two_tower": ..., "pipeline": ...}``) must have been
+    trained without the test week; they are called with the same customers.
+    """
+    started = time.perf_counter()
+    split = split_test_week(transactions, test_days=test_days)
+    systems: dict[str, Any] = dict(fit_baselines(split, customers, articles, seed=seed, als_params=als_params))
+    systems.update(extra_systems or {})
+    result = evaluate_systems(
+        split.test_purchases(),
+        systems,
+        k=k,
+        candidate_k=candidate_k,
+        keep_customers=pick_examples(split, n_examples, seed),
+        known_articles=set(articles["article_id"].to_list()),
+        split=split,
+    )
+    result.seconds = time.perf_counter() - started
+    if reports_dir is not None:
+        write_evaluation(result, reports_dir)
+    return split, result

@@ -1,0 +1,366 @@
+"""The evaluation report: one folder with a self-contained index.html and PNG charts.
+
+Why a folder of static files: it opens from disk on any machine (no server, no
+network: no scripts, fonts or styles from elsewhere), can be attached to a CI run, and
+its PNGs can be quoted in the README. Each section is optional: when its input is
+missing the section is left out and listed as "not available", never an error, so a
+partial run (e.g. baselines only) still gets a report.
+
+Sections: metric table (systems x metrics, best value per metric highlighted, and a
+bar chart), training curves (loss per epoch, train vs validation), Recall@K curves of
+the candidate generators, ranking feature importance, and example customers (recent
+purchases with article attributes, then each system's list; test-week hits marked).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import html
+import json
+import os
+import tempfile
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+
+from hmrec.ranking.trainer import plot_feature_importance
+
+INDEX_FILE = "index.html"
+METRICS_PNG = "metrics.png"
+RECALL_PNG = "recall_at_k.png"
+IMPORTANCE_PNG = "feature_importance.png"
+#: Preferred column order of the metric table; other metrics follow alphabetically.
+METRIC_ORDER = ("map_at_12", "recall_at_12", "ndcg_at_12", "recall_at_100", "reachable_share")
+#: Article attributes shown for example customers (when the articles frame has them).
+ARTICLE_COLUMNS = ("prod_name", "product_type_name", "colour_group_name", "index_group_name")
+
+_CSS = """
+body{font-family:-apple-system,Segoe UI,Helvetica,Arial,sans-serif;margin:2em auto;max-width:1100px;color:#222}
+h1{font-size:1.6em}h2{border-bottom:1px solid #ccc;padding-bottom:.2em;margin-top:2em}
+table{border-collapse:collapse;margin:.5em 0 1em}th,td{border:1px solid #ddd;padding:.3em .6em;text-align:right}
+th{background:#f3f3f3}td.name,th.name{text-align:left}td.best{background:#d9f2d9;font-weight:bold}
+td.hit{background:#d9f2d9}img{max-width:100%;border:1px solid #eee}.muted{color:#777}
+.example{margin-bottom:2em}.lists{display:flex;flex-wrap:wrap;gap:1em}.lists table{font-size:.85em}
+"""
+
+
+@dataclass
+class CustomerExample:
+    """One customer to show: recent purchases, what each system recommends, what they then bought."""
+
+    customer_id: str
+    history: list[dict[str, Any]]
+    recommendations: dict[str, list[dict[str, Any]]]
+    bought: list[str] = field(default_factory=list)
+
+
+def _article_lookup(articles: pl.DataFrame | None, ids: Sequence[str]) -> dict[str, dict[str, Any]]:
+    if articles is None or not ids:
+        return {}
+    cols = [c for c in ARTICLE_COLUMNS if c in articles.columns]
+    rows = articles.filter(pl.col("article_id").is_in(list(set(ids)))).select("article_id", *cols)
+    return {r["article_id"]: r for r in rows.iter_rows(named=True)}
+
+
+def build_examples(
+    customer_ids: Sequence[str],
+    history: pl.DataFrame,
+    articles: pl.DataFrame | None,
+    recommendations: Mapping[str, Mapping[str, Sequence[str]]],
+    test_purchases: Mapping[str, Sequence[str]] | None = None,
+    n_recent: int = 10,
+) -> list[CustomerExample]:
+    """Example customers from raw frames: last `n_recent` purchases (newest first) with attributes.
+
+    `recommendations` is system -> customer -> article ids (EvaluationResult.examples).
+    """
+    out: list[CustomerExample] = []
+    for customer in customer_ids:
+        recent = (
+            history.filter(pl.col("customer_id") == customer)
+            .with_row_index("_row")
+            .sort(["t_dat", "_row"], descending=[True, True])
+            .head(n_recent)
+        )
+        lists = {s: list(per.get(customer, ())) for s, per in recommendations.items()}
+        ids = recent["article_id"].to_list() + [a for listed in lists.values() for a in listed]
+        attrs = _article_lookup(articles, ids)
+
+        def row(article_id: str, extra: dict[str, Any] | None = None) -> dict[str, Any]:
+            base = {"article_id": article_id, **{k: v for k, v in attrs.get(article_id, {}).items() if k != "article_id"}}
+            return {**(extra or {}), **base}
+
+        hist_rows = [row(a, {"t_dat": str(d)}) for d, a in zip(recent["t_dat"].to_list(), recent["article_id"].to_list(), strict=True)]
+        out.append(
+            CustomerExample(
+                customer_id=customer,
+                history=hist_rows,
+                recommendations={s: [row(a) for a in listed] for s, listed in lists.items()},
+                bought=list((test_purchases or {}).get(customer, ())),
+            )
+        )
+    return out
+
+
+# ---------------------------------------------------------------- charts -----------------------------------------
+
+
+def _save(fig: Figure, path: Path) -> Path:
+    FigureCanvasAgg(fig)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    return path
+
+
+def _metric_names(metrics: Mapping[str, Mapping[str, float]]) -> list[str]:
+    present = {m for values in metrics.values() for m in values}
+    return [m for m in METRIC_ORDER if m in present] + sorted(present - set(METRIC_ORDER))
+
+
+def plot_metrics(metrics: Mapping[str, Mapping[str, float]], path: Path) -> Path:
+    """Grouped bars: one group per metric, one bar per system."""
+    names = _metric_names(metrics)
+    systems = list(metrics)
+    fig = Figure(figsize=(max(6.0, 1.6 * len(names) + 2), 4.0))
+    ax = fig.add_subplot()
+    width = 0.8 / max(1, len(systems))
+    for i, system in enumerate(systems):
+        xs = [j + (i - (len(systems) - 1) / 2) * width for j in range(len(names))]
+        ax.bar(xs, [float(metrics[system].get(m, 0.0) or 0.0) for m in names], width, label=system)
+    ax.set_xticks(range(len(names)), names)
+    ax.set_ylabel("value")
+    ax.set_title("Test week: systems side by side")
+    ax.legend(fontsize="small")
+    return _save(fig, path)
+
+
+def _loss_stems(history: Mapping[str, Sequence[float]]) -> list[str]:
+    stems = {k[len("train_"):] for k in history if k.startswith("train_")} | {
+        k[len("val_"):] for k in history if k.startswith("val_")
+    }
+    return sorted(s for s in stems if history.get(f"train_{s}") or history.get(f"val_{s}"))
+
+
+def plot_training_history(name: str, history: Mapping[str, Sequence[float]], path: Path) -> Path | None:
+    """One panel per quantity with train_* and/or val_* series against epoch; None if nothing to plot."""
+    stems = _loss_stems(history)
+    if not stems:
+        return None
+    fig = Figure(figsize=(4.5 * min(len(stems), 3), 3.5 * ((len(stems) + 2) // 3)))
+    for i, stem in enumerate(stems):
+        ax = fig.add_subplot((len(stems) + 2) // 3, min(len(stems), 3), i + 1)
+        for prefix, style in (("train", "-o"), ("val", "--s")):
+            ys = list(history.get(f"{prefix}_{stem}") or [])
+            if ys:
+                epochs = list(history.get("epoch") or range(1, len(ys) + 1))[: len(ys)]
+                ax.plot(epochs, ys, style, label="train" if prefix == "train" else "validation", markersize=3)
+        ax.set_xlabel("epoch")
+        ax.set_title(f"{name}: {stem}")
+        ax.legend(fontsize="small")
+    return _save(fig, path)
+
+
+def plot_recall_curves(curves: Mapping[str, Mapping[int | str, float]], path: Path) -> Path:
+    """Recall@K against K (log axis), one line per system."""
+    fig = Figure(figsize=(6.5, 4.0))
+    ax = fig.add_subplot()
+    for system, curve in curves.items():
+        points = sorted((int(k), float(v)) for k, v in curve.items())
+        ax.plot([p[0] for p in points], [p[1] for p in points], "-o", label=system, markersize=3)
+    ax.set_xscale("log")
+    ax.set_xlabel("K (candidates)")
+    ax.set_ylabel("Recall@K")
+    ax.set_title("Retrieval: Recall@K on the test week")
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize="small")
+    return _save(fig, path)
+
+
+# ---------------------------------------------------------------- html -------------------------------------------
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.4f}"
+    return html.escape(str(value))
+
+
+def _metric_table(metrics: Mapping[str, Mapping[str, float]]) -> str:
+    names = _metric_names(metrics)
+    best = {}
+    for m in names:
+        values = [v for s in metrics if isinstance(v := metrics[s].get(m), (int, float)) and v == v]
+        best[m] = max(values) if values else None
+    head = "".join(f"<th>{html.escape(m)}</th>" for m in names)
+    rows = []
+    for system, values in metrics.items():
+        cells = []
+        for m in names:
+            v = values.get(m)
+            if v is None:
+                cells.append('<td class="muted">–</td>')
+            else:
+                cls = ' class="best"' if best[m] is not None and v == best[m] else ""
+                cells.append(f"<td{cls}>{_fmt(v)}</td>")
+        rows.append(f'<tr><td class="name">{html.escape(system)}</td>{"".join(cells)}</tr>')
+    return f'<table><tr><th class="name">system</th>{head}</tr>{"".join(rows)}</table>'
+
+
+def _rows_table(rows: list[dict[str, Any]], hits: set[str] | None = None, title: str | None = None) -> str:
+    if not rows:
+        return '<p class="muted">none</p>'
+    cols = list(dict.fromkeys(k for r in rows for k in r))
+    head = "".join(f"<th class=\"name\">{html.escape(c)}</th>" for c in cols)
+    body = []
+    for r in rows:
+        cls = ' class="hit"' if hits and r.get("article_id") in hits else ""
+        body.append("<tr>" + "".join(f'<td class="name"{"" if not cls else cls}>{_fmt(r.get(c, ""))}</td>' for c in cols) + "</tr>")
+    caption = f"<caption>{html.escape(title)}</caption>" if title else ""
+    return f"<table>{caption}<tr>{head}</tr>{''.join(body)}</table>"
+
+
+def _examples_html(examples: Sequence[CustomerExample]) -> str:
+    parts = []
+    for ex in examples:
+        hits = set(ex.bought)
+        lists = "".join(
+            _rows_table(rows, hits, f"{system} ({sum(r['article_id'] in hits for r in rows)} hits)")
+            for system, rows in ex.recommendations.items()
+        )
+        parts.append(
+            f'<div class="example"><h3>customer {html.escape(ex.customer_id[:16])}…</h3>'
+            f"<p>Bought in the test week: {len(hits)} distinct article(s): "
+            f"{html.escape(', '.join(sorted(hits))) or 'none'}. Hits are highlighted.</p>"
+            f"<h4>Recent purchases (newest first)</h4>{_rows_table(ex.history)}"
+            f'<h4>Recommendations</h4><div class="lists">{lists}</div></div>'
+        )
+    return "".join(parts)
+
+
+def write_report(
+    out_dir: Path | str,
+    metrics: Mapping[str, Mapping[str, float]] | None = None,
+    training_histories: Mapping[str, Mapping[str, Sequence[float]]] | None = None,
+    recall_curves: Mapping[str, Mapping[int | str, float]] | None = None,
+    feature_importance: Mapping[str, float] | None = None,
+    examples: Sequence[CustomerExample] | None = None,
+    title: str = "hmrec: offline evaluation",
+    context: Mapping[str, Any] | None = None,
+) -> Path:
+    """Write <out_dir>/index.html and the PNGs for the sections whose input is given; returns index.html.
+
+    `training_histories` is model name -> history dict ({"epoch": [...],
+    "train_total_loss": [...], "val_total_loss": [...], ...}); a single history dict
+    (one with an "epoch" key) is accepted too. `context` adds key/value lines at the top
+    (test window, number of customers, ...). The page is written last, atomically.
+    """
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    sections: list[str] = []
+    missing: list[str] = []
+
+    if metrics:
+        plot_metrics(metrics, out / METRICS_PNG)
+        sections.append(
+            f"<h2>Metrics on the test week</h2>{_metric_table(metrics)}"
+            f'<p class="muted">Best value per metric highlighted. MAP@12 is the Kaggle definition; '
+            f"Recall@100 and the reachable share are for candidate generators.</p>"
+            f'<img src="{METRICS_PNG}" alt="metrics chart">'
+        )
+    else:
+        missing.append("metric table")
+
+    if training_histories and "epoch" in training_histories:
+        training_histories = {"model": training_histories}  # type: ignore[dict-item]
+    images = []
+    for name, history in (training_histories or {}).items():
+        safe = "".join(ch if ch.isalnum() or ch in "-_" else "_" for ch in name)
+        png = plot_training_history(name, history, out / f"training_{safe}.png")
+        if png is not None:
+            images.append(f'<img src="{png.name}" alt="training curves of {html.escape(name)}">')
+    if images:
+        sections.append("<h2>Training curves (loss per epoch, train vs validation)</h2>" + "".join(images))
+    else:
+        missing.append("training curves")
+
+    curves = {s: c for s, c in (recall_curves or {}).items() if c}
+    if curves:
+        plot_recall_curves(curves, out / RECALL_PNG)
+        sections.append(f'<h2>Retrieval: Recall@K</h2><img src="{RECALL_PNG}" alt="Recall@K curves">')
+    else:
+        missing.append("Recall@K curves")
+
+    if feature_importance:
+        ordered = dict(sorted(feature_importance.items(), key=lambda kv: -kv[1]))
+        plot_feature_importance(ordered, out / IMPORTANCE_PNG)
+        sections.append(
+            f'<h2>Ranking: feature importance</h2><img src="{IMPORTANCE_PNG}" alt="feature importance">'
+        )
+    else:
+        missing.append("feature importance")
+
+    if examples:
+        sections.append("<h2>Example customers</h2>" + _examples_html(examples))
+    else:
+        missing.append("example customers")
+
+    ctx = dict(context or {})
+    ctx.setdefault("written", dt.datetime.now().replace(microsecond=0).isoformat())
+    ctx_html = "".join(f"<li>{html.escape(str(k))}: {html.escape(str(v))}</li>" for k, v in ctx.items())
+    missing_html = (
+        f'<p class="muted">Not available in this run: {html.escape(", ".join(missing))}.</p>' if missing else ""
+    )
+    page = (
+        f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>'
+        f"<style>{_CSS}</style></head><body><h1>{html.escape(title)}</h1><ul>{ctx_html}</ul>"
+        f"{missing_html}{''.join(sections)}</body></html>"
+    )
+    target = out / INDEX_FILE
+    fd, tmp = tempfile.mkstemp(dir=out, prefix=".index.", suffix=".html")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(page)
+        os.replace(tmp, target)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return target
+
+
+def read_report_inputs(reports_dir: Path | str) -> dict[str, Any]:
+    """Collect what earlier steps wrote to <home>/reports: metrics and Recall@K curves
+    (evaluate.json), feature importance (ranking.json), training history (a "history" key
+    in retrieval.json or ranking.json, if present). Missing files give missing keys."""
+    reports = Path(reports_dir)
+    found: dict[str, Any] = {}
+
+    def load(name: str) -> dict[str, Any] | None:
+        path = reports / name
+        if not path.is_file():
+            return None
+        try:
+            doc = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError):
+            return None
+        return doc if isinstance(doc, dict) else None
+
+    if (ev := load("evaluate.json")) is not None:
+        if ev.get("metrics"):
+            found["metrics"] = ev["metrics"]
+        if ev.get("recall_curves"):
+            found["recall_curves"] = ev["recall_curves"]
+    if (rk := load("ranking.json")) is not None and rk.get("feature_importance"):
+        found["feature_importance"] = rk["feature_importance"]
+    histories = {}
+    for step in ("retrieval", "ranking"):
+        doc = load(f"{step}.json")
+        if doc is not None and isinstance(doc.get("history"), dict):
+            histories[step] = doc["history"]
+    if histories:
+        found["training_histories"] = histories
+    return found

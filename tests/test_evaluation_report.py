@@ -1,0 +1,101 @@
+"""The report folder: index.html + PNGs; every section optional."""
+
+import datetime as dt
+import json
+
+import polars as pl
+
+from hmrec.evaluation import build_examples, read_report_inputs, write_report
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+METRICS = {
+    "popularity": {"map_at_12": 0.01, "recall_at_12": 0.05, "ndcg_at_12": 0.02, "recall_at_100": 0.2, "reachable_share": 0.18},
+    "pipeline": {"map_at_12": 0.03, "recall_at_12": 0.04, "ndcg_at_12": 0.05},
+}
+HISTORY = {"epoch": [1, 2, 3], "train_total_loss": [3.0, 2.0, 1.5], "val_total_loss": [3.1, 2.4, 2.2]}
+CURVES = {"two_tower": {10: 0.1, 50: 0.2, 100: 0.3}, "als": {"10": 0.05, "100": 0.2}}
+IMPORTANCE = {"age": 0.5, "price": 0.3, "garment_group_name": 0.2}
+
+
+def _examples():
+    history = pl.DataFrame(
+        {
+            "t_dat": [dt.date(2020, 9, 1), dt.date(2020, 9, 10), dt.date(2020, 9, 5)],
+            "customer_id": ["c1", "c1", "c2"],
+            "article_id": ["0000000001", "0000000002", "0000000003"],
+        }
+    )
+    articles = pl.DataFrame(
+        {
+            "article_id": ["0000000001", "0000000002", "0000000003"],
+            "prod_name": ["Tee", "Jeans <slim>", "Sock"],
+            "product_type_name": ["T-shirt", "Trousers", "Socks"],
+            "colour_group_name": ["Black", "Blue", "White"],
+            "index_group_name": ["Ladieswear", "Divided", "Menswear"],
+        }
+    )
+    recs = {"popularity": {"c1": ["0000000003", "0000000001"]}}
+    return build_examples(["c1"], history, articles, recs, {"c1": ["0000000001"]})
+
+
+def test_build_examples_newest_first_with_attributes():
+    (ex,) = _examples()
+    assert [r["article_id"] for r in ex.history] == ["0000000002", "0000000001"]
+    assert ex.history[0]["t_dat"] == "2020-09-10" and ex.history[0]["prod_name"] == "Jeans <slim>"
+    assert [r["prod_name"] for r in ex.recommendations["popularity"]] == ["Sock", "Tee"]
+    assert ex.bought == ["0000000001"]
+
+
+def test_full_report_has_every_section_and_valid_pngs(tmp_path):
+    index = write_report(
+        tmp_path / "report", metrics=METRICS, training_histories={"two_tower": HISTORY},
+        recall_curves=CURVES, feature_importance=IMPORTANCE, examples=_examples(),
+        context={"test week": "2020-09-16 .. 2020-09-22"},
+    )
+    assert index == tmp_path / "report" / "index.html"
+    pngs = sorted(p.name for p in index.parent.glob("*.png"))
+    assert pngs == ["feature_importance.png", "metrics.png", "recall_at_k.png", "training_two_tower.png"]
+    for name in pngs:
+        assert (index.parent / name).read_bytes()[:8] == PNG_MAGIC
+    page = index.read_text()
+    for heading in ("Metrics on the test week", "Training curves", "Recall@K", "feature importance", "Example customers"):
+        assert heading in page
+    assert "Not available" not in page
+    assert "http://" not in page and "https://" not in page  # self-contained
+    assert "Jeans &lt;slim&gt;" in page  # escaped
+    # best value per metric highlighted: pipeline's MAP and NDCG, popularity's recall@12
+    assert '<td class="best">0.0300</td>' in page and '<td class="best">0.0500</td>' in page
+    assert '<td class="best">0.0100</td>' not in page
+    # the test-week purchase of the example is highlighted as a hit
+    assert "popularity (1 hits)" in page
+
+
+def test_missing_sections_are_skipped_cleanly(tmp_path):
+    index = write_report(tmp_path / "empty")
+    assert list(index.parent.glob("*.png")) == []
+    page = index.read_text()
+    assert "Not available in this run: metric table, training curves, Recall@K curves, feature importance, example customers" in page
+
+    index = write_report(tmp_path / "partial", metrics=METRICS, training_histories=HISTORY, recall_curves={})
+    assert sorted(p.name for p in index.parent.glob("*.png")) == ["metrics.png", "training_model.png"]
+    assert "Recall@K curves, feature importance, example customers" in index.read_text()
+
+
+def test_history_without_loss_series_is_skipped(tmp_path):
+    index = write_report(tmp_path / "r", training_histories={"m": {"epoch": [1, 2]}})
+    assert list(index.parent.glob("*.png")) == []
+    assert "training curves" in index.read_text()
+
+
+def test_read_report_inputs_collects_earlier_steps(tmp_path):
+    assert read_report_inputs(tmp_path) == {}
+    (tmp_path / "evaluate.json").write_text(json.dumps({"step": "evaluate", "metrics": METRICS, "recall_curves": {"als": {"10": 0.1}}}))
+    (tmp_path / "ranking.json").write_text(json.dumps({"step": "ranking", "feature_importance": IMPORTANCE}))
+    (tmp_path / "retrieval.json").write_text(json.dumps({"step": "retrieval", "history": HISTORY}))
+    found = read_report_inputs(tmp_path)
+    assert found["metrics"] == METRICS
+    assert found["feature_importance"] == IMPORTANCE
+    assert found["recall_curves"] == {"als": {"10": 0.1}}
+    assert found["training_histories"] == {"retrieval": HISTORY}
+    index = write_report(tmp_path / "report", **found)
+    assert (index.parent / "training_retrieval.png").is_file()
