@@ -1,0 +1,85 @@
+"""Two-tower configuration: architecture (which features, layer sizes) and training knobs.
+
+Defaults match the reference course and hmrec.config.Settings; ``from_settings`` maps
+the TWO_TOWER_* settings so the CLI and the pipelines configure it in one place.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from typing import Any
+
+from hmrec.retrieval.features import DEFAULT_ITEM_FEATURES, DEFAULT_QUERY_FEATURES, FeatureSpec
+
+#: K values for top-K accuracy (the course's "top-100 accuracy" is K=100).
+TOP_K: tuple[int, ...] = (1, 5, 10, 50, 100)
+#: K values for per-customer Recall/Precision/NDCG (12 is the Kaggle cut-off).
+CUSTOMER_K: tuple[int, ...] = (12, 100)
+
+
+@dataclass(frozen=True)
+class TwoTowerConfig:
+    """Everything that decides what a two-tower training run produces.
+
+    fast_matmul: bf16 logits matmul in the in-batch softmax (exact fp32 when False).
+    compile: torch.compile the dense part of the step ("auto": only if it compiles and
+      runs; falls back to eager with a warning otherwise).
+    num_threads: torch intra-op threads for training (None: leave torch's setting).
+    restore_best: end with the weights of the best validation epoch.
+    patience: stop after this many epochs without improving the best metric (None: never).
+    """
+
+    embedding_dim: int = 16
+    hidden_dims: tuple[int, ...] = (16,)
+    output_dim: int = 16
+    query_features: tuple[FeatureSpec, ...] = DEFAULT_QUERY_FEATURES
+    item_features: tuple[FeatureSpec, ...] = DEFAULT_ITEM_FEATURES
+    batch_size: int = 2048
+    num_epochs: int = 10
+    learning_rate: float = 0.01
+    weight_decay: float = 0.001
+    logq_correction: bool = True
+    remove_accidental_hits: bool = True
+    fast_matmul: bool = False
+    compile: bool | str = False
+    seed: int = 42
+    num_threads: int | None = None
+    eval_every_epoch: bool = True
+    best_metric: str = "top_100_accuracy"
+    restore_best: bool = True
+    patience: int | None = None
+    top_k: tuple[int, ...] = TOP_K
+    customer_k: tuple[int, ...] = CUSTOMER_K
+    loss_chunk: int = 256
+
+    def __post_init__(self) -> None:
+        for name in ("embedding_dim", "output_dim", "batch_size", "num_epochs", "loss_chunk"):
+            if int(getattr(self, name)) < 1:
+                raise ValueError(f"TwoTowerConfig.{name} must be >= 1, got {getattr(self, name)!r}")
+        if self.learning_rate <= 0:
+            raise ValueError(f"TwoTowerConfig.learning_rate must be > 0, got {self.learning_rate!r}")
+        if self.weight_decay < 0:
+            raise ValueError(f"TwoTowerConfig.weight_decay must be >= 0, got {self.weight_decay!r}")
+
+    @classmethod
+    def from_settings(cls, settings: Any, **overrides: Any) -> "TwoTowerConfig":
+        """Build from hmrec.config.Settings (TWO_TOWER_*, SEED, RETRIEVAL_K)."""
+        s = settings
+        k = int(getattr(s, "RETRIEVAL_K", 100))
+        cfg = cls(
+            embedding_dim=int(s.TWO_TOWER_MODEL_EMBEDDING_SIZE),
+            hidden_dims=(int(s.TWO_TOWER_MODEL_EMBEDDING_SIZE),),
+            output_dim=int(s.TWO_TOWER_MODEL_EMBEDDING_SIZE),
+            batch_size=int(s.TWO_TOWER_MODEL_BATCH_SIZE),
+            num_epochs=int(s.TWO_TOWER_NUM_EPOCHS),
+            learning_rate=float(s.TWO_TOWER_LEARNING_RATE),
+            weight_decay=float(s.TWO_TOWER_WEIGHT_DECAY),
+            logq_correction=bool(s.TWO_TOWER_LOGQ_CORRECTION),
+            remove_accidental_hits=bool(s.TWO_TOWER_REMOVE_ACCIDENTAL_HITS),
+            fast_matmul=bool(s.TWO_TOWER_FAST_MATMUL),
+            seed=int(s.SEED),
+            top_k=tuple(sorted(set(TOP_K) | {k})),
+            customer_k=tuple(sorted(set(CUSTOMER_K) | {k})),
+            best_metric=f"top_{k}_accuracy",
+        )
+        return replace(cfg, **overrides) if overrides else cfg

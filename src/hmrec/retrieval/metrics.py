@@ -1,0 +1,251 @@
+"""Retrieval metrics, computed exactly against the whole catalogue (DESIGN.md section 4).
+
+Everything is derived from *ranks*: the 0-based position of a target article in a
+query's ranking of the full catalogue (ties broken by catalogue position, the order a
+stable sort gives). From ranks:
+
+- top-K accuracy: per evaluation ROW (customer, purchased article, with its own request
+  context), 1 if rank < K; averaged over rows (the reference course's "top-100 accuracy").
+- per-customer Recall@K, Precision@K, NDCG@K (binary relevance) and MRR over the
+  distinct articles each customer bought in the window, scored with one query per
+  customer (its earliest row in the window, i.e. the request at the start of the
+  window); averaged over customers with at least one purchase. MRR uses the full
+  ranking (no cut-off).
+
+Scoring is brute force in chunks (queries x catalogue), so memory stays bounded.
+Baselines on the same split: global popularity (last week of training, ties broken by
+all-time counts) and random (a uniformly random ranking per query).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import timedelta
+
+import numpy as np
+import polars as pl
+import torch
+
+#: Upper bound on the number of scores held at once while ranking (64 MB of fp32).
+MAX_CHUNK_ELEMENTS = 1 << 24
+
+
+@torch.no_grad()
+def ranks_of_targets(
+    query_emb: np.ndarray | torch.Tensor,
+    item_emb: np.ndarray | torch.Tensor,
+    query_index: np.ndarray,
+    target_item: np.ndarray,
+    max_chunk_elements: int = MAX_CHUNK_ELEMENTS,
+) -> np.ndarray:
+    """Rank of ``target_item[t]`` in the full ranking of query ``query_index[t]``.
+
+    rank = #{j : s_j > s_t} + #{j < t : s_j == s_t}; 0 is the top.
+    """
+    q = torch.as_tensor(query_emb)
+    items = torch.as_tensor(item_emb)
+    if q.ndim != 2 or items.ndim != 2 or q.shape[1] != items.shape[1]:
+        raise ValueError(f"embedding shapes do not match: queries {tuple(q.shape)}, items {tuple(items.shape)}")
+    q = q.to(items.dtype)
+    n_items = items.shape[0]
+    qi = torch.from_numpy(np.array(query_index, dtype=np.int64))
+    ti = torch.from_numpy(np.array(target_item, dtype=np.int64))
+    if len(ti) and (int(ti.min()) < 0 or int(ti.max()) >= n_items):
+        raise ValueError(f"target item positions must lie in [0, {n_items})")
+    out = torch.empty(len(ti), dtype=torch.int64)
+    chunk = max(1, max_chunk_elements // max(n_items, 1))
+    positions = torch.arange(n_items)
+    items_t = items.T.contiguous()
+    for s in range(0, len(ti), chunk):
+        e = min(len(ti), s + chunk)
+        tgt = ti[s:e]
+        scores = q.index_select(0, qi[s:e]) @ items_t
+        own = scores.gather(1, tgt[:, None])
+        rank = (scores > own).sum(dim=1)
+        eq = scores == own
+        tied = eq.sum(dim=1) > 1
+        if bool(tied.any()):
+            rows = tied.nonzero().squeeze(1)
+            before = eq[rows] & (positions[None, :] < tgt[rows, None])
+            rank[rows] += before.sum(dim=1)
+        out[s:e] = rank
+    return out.numpy()
+
+
+def top_k_accuracy(ranks: np.ndarray, ks: tuple[int, ...]) -> dict[str, float]:
+    """Share of rows whose target is in the top K, for each K."""
+    ranks = np.asarray(ranks)
+    if ranks.size == 0:
+        return {f"top_{k}_accuracy": float("nan") for k in ks}
+    return {f"top_{k}_accuracy": float(np.mean(ranks < k)) for k in ks}
+
+
+def per_query_metrics(query_index: np.ndarray, ranks: np.ndarray, ks: tuple[int, ...]) -> dict[str, float]:
+    """Mean Recall@K, Precision@K, NDCG@K and MRR over queries with >= 1 relevant target.
+
+    Targets of a query must be distinct items (one rank per relevant item).
+    """
+    qi = np.asarray(query_index, dtype=np.int64)
+    ranks = np.asarray(ranks, dtype=np.int64)
+    if qi.size == 0:
+        return {**{f"{m}_at_{k}": float("nan") for k in ks for m in ("recall", "precision", "ndcg")}, "mrr": float("nan")}
+    _, q = np.unique(qi, return_inverse=True)
+    n_q = int(q.max()) + 1
+    n_rel = np.bincount(q, minlength=n_q).astype(np.float64)
+    out: dict[str, float] = {}
+    gain = 1.0 / np.log2(ranks + 2.0)
+    for k in ks:
+        hit = ranks < k
+        hits = np.bincount(q, weights=hit.astype(np.float64), minlength=n_q)
+        dcg = np.bincount(q, weights=np.where(hit, gain, 0.0), minlength=n_q)
+        ideal_cum = np.concatenate([[0.0], np.cumsum(1.0 / np.log2(np.arange(k) + 2.0))])
+        idcg = ideal_cum[np.minimum(n_rel, k).astype(np.int64)]
+        out[f"recall_at_{k}"] = float(np.mean(hits / n_rel))
+        out[f"precision_at_{k}"] = float(np.mean(hits / k))
+        out[f"ndcg_at_{k}"] = float(np.mean(dcg / idcg))
+    best = np.full(n_q, np.iinfo(np.int64).max)
+    np.minimum.at(best, q, ranks)
+    out["mrr"] = float(np.mean(1.0 / (best + 1.0)))
+    return out
+
+
+def random_ranks(query_index: np.ndarray, n_items: int, seed: int) -> np.ndarray:
+    """Ranks under a uniformly random ranking per query: distinct random positions per query."""
+    qi = np.asarray(query_index, dtype=np.int64)
+    rng = np.random.default_rng(seed)
+    out = np.empty(qi.size, dtype=np.int64)
+    sizes = np.bincount(qi) if qi.size else np.zeros(0, np.int64)
+    single = sizes[qi] == 1
+    out[single] = rng.integers(0, n_items, size=int(single.sum()))
+    multi = np.flatnonzero(~single)
+    if multi.size:
+        order = multi[np.argsort(qi[multi], kind="stable")]
+        bounds = np.flatnonzero(np.diff(qi[order])) + 1
+        for group in np.split(order, bounds):
+            out[group] = rng.choice(n_items, size=group.size, replace=False)
+    return out
+
+
+# ---------------------------------------------------------------------------------------
+# Evaluation splits built from feature-view frames
+# ---------------------------------------------------------------------------------------
+
+
+@dataclass
+class EvalSplit:
+    """What the metrics need from one evaluation window.
+
+    rows: the window's rows (raw query features), one query per row (top-K accuracy);
+    row_target: catalogue position of each row's article;
+    customers: one raw row per customer (earliest in the window), sorted by customer_id;
+    pair_customer / pair_target: distinct (customer, article) pairs as
+    (index into ``customers``, catalogue position).
+    """
+
+    rows: pl.DataFrame
+    row_target: np.ndarray
+    customers: pl.DataFrame
+    pair_customer: np.ndarray
+    pair_target: np.ndarray
+    n_items: int
+
+
+def catalogue_positions(article_ids: pl.Series, catalogue_ids: pl.Series, what: str = "evaluation split") -> np.ndarray:
+    """Positions of ``article_ids`` in the catalogue; a clear error for unknown articles."""
+    cat = catalogue_ids.cast(pl.String)
+    if cat.n_unique() != cat.len():
+        raise ValueError("catalogue: column 'article_id' has duplicate values")
+    lookup = pl.DataFrame({"value": cat, "pos": np.arange(cat.len(), dtype=np.int64)})
+    pos = article_ids.cast(pl.String).replace_strict(lookup["value"], lookup["pos"], default=-1, return_dtype=pl.Int64)
+    arr = pos.to_numpy()
+    bad = np.flatnonzero(arr < 0)
+    if bad.size:
+        r = int(bad[0])
+        raise ValueError(
+            f"{what}: column 'article_id', row {r}: value {article_ids[r]!r} is not in the article catalogue "
+            f"({bad.size} such rows)"
+        )
+    return arr
+
+
+def make_eval_split(df: pl.DataFrame, catalogue_ids: pl.Series, what: str = "evaluation split") -> EvalSplit:
+    """Prepare rows, per-customer queries and relevant pairs of an evaluation window."""
+    for col in ("customer_id", "article_id", "t_dat"):
+        if col not in df.columns:
+            raise ValueError(f"{what}: column {col!r} is missing (has: {', '.join(df.columns)})")
+    rows = df.with_columns(pl.col("customer_id").cast(pl.String), pl.col("article_id").cast(pl.String))
+    row_target = catalogue_positions(rows["article_id"], catalogue_ids, what)
+    indexed = rows.with_row_index("_row")
+    customers = (
+        indexed.sort(["customer_id", "t_dat", "_row"]).unique("customer_id", keep="first", maintain_order=True)
+    )
+    cust_pos = customers.select("customer_id").with_row_index("_cust")
+    pairs = (
+        indexed.select("customer_id", "article_id", "_row")
+        .with_columns(pl.Series("_target", row_target))
+        .unique(["customer_id", "article_id"], keep="first", maintain_order=True)
+        .join(cust_pos, on="customer_id", how="left")
+        .sort("_cust", "_target")
+    )
+    return EvalSplit(
+        rows=rows,
+        row_target=row_target,
+        customers=customers.drop("_row"),
+        pair_customer=pairs["_cust"].to_numpy().astype(np.int64),
+        pair_target=pairs["_target"].to_numpy().astype(np.int64),
+        n_items=catalogue_ids.len(),
+    )
+
+
+def evaluate_embeddings(
+    split: EvalSplit,
+    row_query_emb: np.ndarray,
+    customer_query_emb: np.ndarray,
+    item_emb: np.ndarray,
+    top_k: tuple[int, ...],
+    customer_k: tuple[int, ...],
+) -> dict[str, float]:
+    """All metrics for a model: dot-product scores of queries against every catalogue item."""
+    row_ranks = ranks_of_targets(row_query_emb, item_emb, np.arange(split.rows.height), split.row_target)
+    pair_ranks = ranks_of_targets(customer_query_emb, item_emb, split.pair_customer, split.pair_target)
+    return {**top_k_accuracy(row_ranks, top_k), **per_query_metrics(split.pair_customer, pair_ranks, customer_k)}
+
+
+def popularity_scores(train_df: pl.DataFrame, catalogue_ids: pl.Series, days: int = 7) -> np.ndarray:
+    """Last-``days`` purchase counts of the training split, ties broken by all-time counts."""
+    last = train_df["t_dat"].max()
+    if last is None:
+        raise ValueError("training split is empty: no popularity baseline")
+    start = last - timedelta(days=days - 1)
+    counts = (
+        train_df.select(pl.col("article_id").cast(pl.String), "t_dat")
+        .group_by("article_id")
+        .agg(pl.len().alias("all"), (pl.col("t_dat") >= start).sum().alias("week"))
+    )
+    cat = pl.DataFrame({"article_id": catalogue_ids.cast(pl.String)})
+    joined = cat.join(counts, on="article_id", how="left", maintain_order="left").fill_null(0)
+    week = joined["week"].to_numpy().astype(np.float64)
+    total = joined["all"].to_numpy().astype(np.float64)
+    return week * (total.max() + 1.0) + total
+
+
+def evaluate_popularity(
+    split: EvalSplit, scores: np.ndarray, top_k: tuple[int, ...], customer_k: tuple[int, ...]
+) -> dict[str, float]:
+    """Metrics of one global ranking (the same list for every query)."""
+    scores = np.asarray(scores, dtype=np.float64)
+    if scores.shape != (split.n_items,):
+        raise ValueError(f"popularity scores must have one value per catalogue item ({split.n_items}), got {scores.shape}")
+    order = np.argsort(-scores, kind="stable")  # ties: catalogue order
+    rank_of_item = np.empty(split.n_items, dtype=np.int64)
+    rank_of_item[order] = np.arange(split.n_items)
+    row_ranks = rank_of_item[split.row_target]
+    pair_ranks = rank_of_item[split.pair_target]
+    return {**top_k_accuracy(row_ranks, top_k), **per_query_metrics(split.pair_customer, pair_ranks, customer_k)}
+
+
+def evaluate_random(split: EvalSplit, seed: int, top_k: tuple[int, ...], customer_k: tuple[int, ...]) -> dict[str, float]:
+    """Metrics of a uniformly random ranking per query (seeded)."""
+    row_ranks = random_ranks(np.arange(split.rows.height), split.n_items, seed)
+    pair_ranks = random_ranks(split.pair_customer, split.n_items, seed + 1)
+    return {**top_k_accuracy(row_ranks, top_k), **per_query_metrics(split.pair_customer, pair_ranks, customer_k)}

@@ -1,0 +1,151 @@
+"""TwoTowerModel: a query tower and an item tower whose dot product scores relevance.
+
+Persistence is code-free: ``model.json`` (specs, statistics, layer sizes),
+``weights.npz`` (the state dict as plain arrays) and one Parquet file per vocabulary.
+Loading needs nothing but this package, and a loaded model embeds raw frames exactly
+as the saved one did.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import torch
+from torch import nn
+
+from hmrec.retrieval.config import TwoTowerConfig
+from hmrec.retrieval.features import FeatureSpec, FittedFeature, fit_feature
+from hmrec.retrieval.towers import Tower
+
+FORMAT = "hmrec.two_tower"
+FORMAT_VERSION = 1
+
+
+class TwoTowerModel(nn.Module):
+    """Query tower (customer + request context) and item tower (article)."""
+
+    def __init__(self, query_tower: Tower, item_tower: Tower) -> None:
+        super().__init__()
+        if query_tower.output_dim != item_tower.output_dim:
+            raise ValueError(
+                f"tower output sizes differ: query {query_tower.output_dim}, item {item_tower.output_dim}"
+            )
+        self.query_tower = query_tower
+        self.item_tower = item_tower
+
+    # ---- building ------------------------------------------------------------------------
+    @classmethod
+    def fit(
+        cls,
+        train_df: pl.DataFrame,
+        articles_df: pl.DataFrame,
+        config: TwoTowerConfig = TwoTowerConfig(),
+    ) -> "TwoTowerModel":
+        """Fit vocabularies/statistics on the training split and build seeded, untrained towers.
+
+        Query features are fitted on the training rows; item features on the catalogue rows
+        of the articles that occur in training (so an article never bought in training is
+        out of vocabulary, as an unseen customer is).
+        """
+        q_feats = [fit_feature(spec, train_df) for spec in config.query_features]
+        trained_articles = train_df.select(pl.col("article_id").cast(pl.String)).unique()
+        item_rows = articles_df.with_columns(pl.col("article_id").cast(pl.String)).join(
+            trained_articles, on="article_id", how="semi"
+        )
+        i_feats = [fit_feature(spec, item_rows) for spec in config.item_features]
+        model = cls(
+            Tower(q_feats, config.embedding_dim, config.hidden_dims, config.output_dim),
+            Tower(i_feats, config.embedding_dim, config.hidden_dims, config.output_dim),
+        )
+        model.reset_parameters(config.seed)
+        return model
+
+    def reset_parameters(self, seed: int) -> None:
+        g = torch.Generator().manual_seed(int(seed))
+        self.query_tower.reset_parameters(g)
+        self.item_tower.reset_parameters(g)
+
+    # ---- scoring -------------------------------------------------------------------------
+    def forward(self, query_inputs, item_inputs) -> torch.Tensor:  # type: ignore[override]
+        """Row-wise scores <query_i, item_i>."""
+        return (self.query_tower(query_inputs) * self.item_tower(item_inputs)).sum(dim=1)
+
+    # ---- persistence ---------------------------------------------------------------------
+    def save(self, path: str | Path) -> Path:
+        """Write the model folder atomically (a crash leaves any previous version intact)."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
+        try:
+            meta = {"format": FORMAT, "format_version": FORMAT_VERSION, "towers": {}}
+            (tmp / "vocab").mkdir()
+            for name, tower in (("query", self.query_tower), ("item", self.item_tower)):
+                feats = []
+                for f in tower.features:
+                    d = f.to_json()
+                    if f.vocab is not None:
+                        d["vocab_file"] = f"vocab/{name}__{f.spec.column}.parquet"
+                        pl.DataFrame({"value": f.vocab.cast(pl.String)}).write_parquet(tmp / d["vocab_file"])
+                    feats.append(d)
+                meta["towers"][name] = {
+                    "embedding_dim": tower.embedding_dim,
+                    "hidden_dims": list(tower.hidden_dims),
+                    "output_dim": tower.output_dim,
+                    "features": feats,
+                }
+            arrays = {k: v.detach().cpu().numpy() for k, v in self.state_dict().items()}
+            np.savez(tmp / "weights.npz", **arrays)
+            (tmp / "model.json").write_text(json.dumps(meta, indent=2))
+            old = None
+            if path.exists():
+                old = path.with_name(f".{path.name}.old")
+                if old.exists():
+                    shutil.rmtree(old)
+                os.replace(path, old)
+            os.replace(tmp, path)
+            if old is not None:
+                shutil.rmtree(old, ignore_errors=True)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path) -> "TwoTowerModel":
+        """Read a folder written by :meth:`save`."""
+        path = Path(path)
+        meta_file = path / "model.json"
+        if not meta_file.exists():
+            raise FileNotFoundError(f"{meta_file}: no two-tower model here")
+        meta = json.loads(meta_file.read_text())
+        if meta.get("format") != FORMAT or int(meta.get("format_version", -1)) > FORMAT_VERSION:
+            raise ValueError(f"{meta_file}: unsupported format {meta.get('format')!r} v{meta.get('format_version')}")
+        towers = {}
+        for name in ("query", "item"):
+            t = meta["towers"][name]
+            feats = []
+            for d in t["features"]:
+                vocab = None
+                if "vocab_file" in d:
+                    vocab = pl.read_parquet(path / d["vocab_file"]).get_column("value")
+                feats.append(FittedFeature.from_json(d, vocab))
+            towers[name] = Tower(feats, int(t["embedding_dim"]), tuple(t["hidden_dims"]), int(t["output_dim"]))
+        model = cls(towers["query"], towers["item"])
+        with np.load(path / "weights.npz", allow_pickle=False) as z:
+            state = {k: torch.from_numpy(z[k].copy()) for k in z.files}
+        model.load_state_dict(state)
+        model.eval()
+        return model
+
+    def feature_specs(self) -> dict[str, list[FeatureSpec]]:
+        """The specs of each tower (e.g. for a registry signature)."""
+        return {
+            "query": [f.spec for f in self.query_tower.features],
+            "item": [f.spec for f in self.item_tower.features],
+        }

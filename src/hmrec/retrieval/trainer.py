@@ -1,0 +1,413 @@
+"""Training loop for the two-tower model: pre-tensorised data, sparse embedding updates.
+
+``train(train_df, val_df, articles_df, config)`` is the whole job on plain frames of the
+``retrieval`` feature view (DESIGN.md section 3): fit vocabularies on the training
+split, encode everything once into tensors, run epochs of in-batch softmax with
+AdamW (dense layers) + row-sparse AdamW (embedding tables, see sparse_adam.py),
+measure validation loss and exact whole-catalogue metrics next to popularity and
+random baselines, and keep the best epoch.
+
+Per step, only index arithmetic happens in Python: a batch is a slice of a shuffled
+index, the query inputs are ``index_select``-ed from pre-encoded tensors, item inputs
+come from the encoded catalogue by catalogue position, and embedding rows are gathered
+outside autograd so their gradients are small dense (rows x dim) blocks.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Callable
+
+import numpy as np
+import polars as pl
+import torch
+from torch import nn
+
+from hmrec.retrieval.config import TwoTowerConfig
+from hmrec.retrieval.features import TowerInputs
+from hmrec.retrieval.loss import fused_in_batch_softmax_loss, in_batch_softmax_loss
+from hmrec.retrieval.metrics import (
+    EvalSplit,
+    catalogue_positions,
+    evaluate_embeddings,
+    evaluate_popularity,
+    evaluate_random,
+    make_eval_split,
+    popularity_scores,
+)
+from hmrec.retrieval.model import TwoTowerModel
+from hmrec.retrieval.sparse_adam import LazyRowAdamW
+
+
+@dataclass
+class EpochStats:
+    """One epoch: losses (mean per example), throughput and validation metrics."""
+
+    epoch: int
+    train_retrieval_loss: float
+    train_regularization_loss: float
+    train_total_loss: float
+    val_retrieval_loss: float
+    val_regularization_loss: float
+    val_total_loss: float
+    samples_per_second: float
+    train_seconds: float
+    metrics: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass
+class TrainResult:
+    """A trained model plus what happened while training it."""
+
+    model: TwoTowerModel
+    history: list[EpochStats]
+    best_epoch: int
+    metrics: dict[str, dict[str, float]]
+    config: TwoTowerConfig
+    seconds: float
+
+    def history_dicts(self) -> list[dict]:
+        return [asdict(h) for h in self.history]
+
+
+# ---------------------------------------------------------------------------------------
+# Data
+# ---------------------------------------------------------------------------------------
+
+
+@dataclass
+class EncodedSplit:
+    """A split as tensors: query inputs per row and the catalogue position of its article."""
+
+    query: TowerInputs
+    item_pos: torch.Tensor  # int64 catalogue positions
+
+    def __len__(self) -> int:
+        return len(self.item_pos)
+
+
+def log_q_table(train_item_pos: np.ndarray, n_items: int) -> torch.Tensor:
+    """log of each catalogue item's sampling probability in training batches (count / rows).
+
+    Items never seen in training get a pseudo-count of 1 (they can appear only in
+    validation batches).
+    """
+    counts = np.bincount(np.asarray(train_item_pos, dtype=np.int64), minlength=n_items).astype(np.float64)
+    counts = np.maximum(counts, 1.0)
+    return torch.from_numpy(np.log(counts / max(len(train_item_pos), 1)).astype(np.float32))
+
+
+def regularization_loss(model: nn.Module, weight_decay: float) -> float:
+    """0.5 * wd * sum of squared parameters: the L2 objective whose gradient step is the
+    decay that (decoupled) AdamW applies. Reported, not added to the gradient."""
+    with torch.no_grad():
+        total = sum(float(p.double().pow(2).sum()) for p in model.parameters())
+    return 0.5 * weight_decay * total
+
+
+# ---------------------------------------------------------------------------------------
+# The step
+# ---------------------------------------------------------------------------------------
+
+
+class _DenseTowers(nn.Module):
+    """The MLP parameters of both towers, as one module (what DDP synchronises).
+
+    The embedding tables are deliberately not registered here: their gradients are
+    row-sparse and synchronised/updated by :class:`LazyRowAdamW`.
+    """
+
+    def __init__(self, model: TwoTowerModel) -> None:
+        super().__init__()
+        self.query_mlp = model.query_tower.mlp
+        self.item_mlp = model.item_tower.mlp
+        object.__setattr__(self, "_model", model)
+
+    def forward(self, q_rows, q_in: TowerInputs, i_rows, i_in: TowerInputs):  # type: ignore[override]
+        m = self._model
+        return m.query_tower.forward_rows(q_rows, q_in), m.item_tower.forward_rows(i_rows, i_in)
+
+
+SparseSync = Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
+
+
+class StepEngine:
+    """Owns the optimisers and runs one training step; shared by train(), DDP and benchmarks."""
+
+    def __init__(
+        self,
+        model: TwoTowerModel,
+        config: TwoTowerConfig,
+        catalogue: TowerInputs,
+        log_q: torch.Tensor | None,
+        dense_module: nn.Module | None = None,
+        sparse_sync: SparseSync | None = None,
+    ) -> None:
+        self.model = model
+        self.config = config
+        self.catalogue = catalogue
+        self.log_q = log_q if config.logq_correction else None
+        self.dense = dense_module if dense_module is not None else _DenseTowers(model)
+        self.sparse_sync = sparse_sync
+        dense_params = [p for p in _DenseTowers(model).parameters()]
+        self.dense_opt = torch.optim.AdamW(
+            dense_params, lr=config.learning_rate, weight_decay=config.weight_decay, foreach=True
+        )
+        self.tables = [*model.query_tower.embeddings, *model.item_tower.embeddings]
+        self.sparse_opts = [
+            LazyRowAdamW(t.weight.data, lr=config.learning_rate, weight_decay=config.weight_decay) for t in self.tables
+        ]
+        self.n_query_tables = len(model.query_tower.embeddings)
+        self._loss = self._make_loss()
+
+    # -- loss -------------------------------------------------------------------------
+    def _make_loss(self):
+        cfg = self.config
+
+        def exact(q, i, log_q, keys):
+            return in_batch_softmax_loss(q, i, log_q, keys, cfg.remove_accidental_hits)
+
+        def fused(q, i, log_q, keys):
+            return fused_in_batch_softmax_loss(
+                q, i, log_q, keys, cfg.remove_accidental_hits, low_precision=cfg.fast_matmul, chunk=cfg.loss_chunk
+            )
+
+        if cfg.fast_matmul or cfg.compile:
+            return fused
+        return exact
+
+    def batch_loss(self, q_in: TowerInputs, item_pos: torch.Tensor, grad: bool) -> tuple[torch.Tensor, list]:
+        """Forward pass of a batch; returns the loss and the (ids, rows) of every table."""
+        i_in = self.catalogue.take(item_pos)
+        gathered = []
+        q_rows, i_rows = [], []
+        for k in range(len(self.tables)):
+            src = q_in if k < self.n_query_tables else i_in
+            col = k if k < self.n_query_tables else k - self.n_query_tables
+            ids = src.cat[:, col].long()
+            rows = self.tables[k].weight.detach().index_select(0, ids)
+            if grad:
+                rows.requires_grad_(True)
+            gathered.append((ids, rows))
+            (q_rows if k < self.n_query_tables else i_rows).append(rows)
+        q, i = self.dense(q_rows, q_in, i_rows, i_in)
+        log_q = None if self.log_q is None else self.log_q.index_select(0, item_pos)
+        return self._loss(q, i, log_q, item_pos), gathered
+
+    def step(self, q_in: TowerInputs, item_pos: torch.Tensor) -> float:
+        """One optimisation step; returns the batch's mean retrieval loss."""
+        loss, gathered = self.batch_loss(q_in, item_pos, grad=True)
+        self.dense_opt.zero_grad(set_to_none=True)
+        loss.backward()
+        self.dense_opt.step()
+        for opt, (ids, rows) in zip(self.sparse_opts, gathered):
+            g = rows.grad
+            if self.sparse_sync is not None:
+                ids, g = self.sparse_sync(ids, g)
+            opt.step(ids, g)
+        return float(loss.detach())
+
+    def flush(self) -> None:
+        """Bring every embedding row's weight decay up to date (before eval/save)."""
+        for opt in self.sparse_opts:
+            opt.flush()
+
+    @torch.no_grad()
+    def mean_loss(self, split: EncodedSplit, batch_size: int) -> float:
+        """Mean per-example in-batch loss over a split, in its stored (time) order."""
+        total, n = 0.0, 0
+        for s in range(0, len(split), batch_size):
+            e = min(len(split), s + batch_size)
+            loss, _ = self.batch_loss(split.query.slice(s, e), split.item_pos[s:e], grad=False)
+            total += float(loss) * (e - s)
+            n += e - s
+        return total / n if n else float("nan")
+
+
+def run_epoch(
+    engine: StepEngine,
+    data: EncodedSplit,
+    batch_size: int,
+    generator: torch.Generator,
+    on_batch: Callable[[int, int], None] | None = None,
+    shard: tuple[int, int] = (0, 1),
+) -> tuple[float, int]:
+    """One pass over shuffled data; returns (sum of loss x examples, examples) for this shard.
+
+    With ``shard=(rank, world)`` every rank draws the same permutation and takes its own
+    contiguous part of each global batch (DDP).
+    """
+    n = len(data)
+    perm = torch.randperm(n, generator=generator)
+    rank, world = shard
+    n_batches = math.ceil(n / batch_size)
+    loss_sum, seen = 0.0, 0
+    for b in range(n_batches):
+        glob = perm[b * batch_size : (b + 1) * batch_size]
+        idx = torch.tensor_split(glob, world)[rank] if world > 1 else glob
+        loss = engine.step(data.query.take(idx), data.item_pos.index_select(0, idx))
+        loss_sum += loss * len(idx)
+        seen += len(idx)
+        if on_batch is not None:
+            on_batch(b + 1, n_batches)
+    return loss_sum, seen
+
+
+# ---------------------------------------------------------------------------------------
+# The job
+# ---------------------------------------------------------------------------------------
+
+
+@dataclass
+class Prepared:
+    """Everything train() derives from the frames before the first step."""
+
+    model: TwoTowerModel
+    catalogue_ids: pl.Series
+    catalogue: TowerInputs
+    train: EncodedSplit
+    val: EncodedSplit | None
+    val_split: EvalSplit | None
+    log_q: torch.Tensor
+    popularity: np.ndarray
+
+
+def prepare(
+    train_df: pl.DataFrame, val_df: pl.DataFrame | None, articles_df: pl.DataFrame, config: TwoTowerConfig
+) -> Prepared:
+    """Fit the towers on the training split and encode every split once."""
+    if train_df.height == 0:
+        raise ValueError("training split is empty")
+    model = TwoTowerModel.fit(train_df, articles_df, config)
+    catalogue_ids = articles_df["article_id"].cast(pl.String)
+    catalogue = model.item_tower.encode(articles_df)
+    train_pos = catalogue_positions(train_df["article_id"], catalogue_ids, "training split")
+    train = EncodedSplit(model.query_tower.encode(train_df), torch.from_numpy(np.array(train_pos, dtype=np.int64)))
+    val = val_split = None
+    if val_df is not None and val_df.height:
+        val_split = make_eval_split(val_df, catalogue_ids, "validation split")
+        val = EncodedSplit(model.query_tower.encode(val_split.rows), torch.from_numpy(np.array(val_split.row_target, dtype=np.int64)))
+    return Prepared(
+        model=model,
+        catalogue_ids=catalogue_ids,
+        catalogue=catalogue,
+        train=train,
+        val=val,
+        val_split=val_split,
+        log_q=log_q_table(train_pos, catalogue_ids.len()),
+        popularity=popularity_scores(train_df, catalogue_ids),
+    )
+
+
+def model_metrics(model: TwoTowerModel, split: EvalSplit, catalogue: TowerInputs, config: TwoTowerConfig) -> dict:
+    """Exact whole-catalogue metrics of the model on an evaluation split."""
+    model.eval()
+    item_emb = model.item_tower.embed_inputs(catalogue)
+    row_emb = model.query_tower.embed(split.rows)
+    cust_emb = model.query_tower.embed(split.customers)
+    model.train()
+    return evaluate_embeddings(split, row_emb, cust_emb, item_emb, config.top_k, config.customer_k)
+
+
+def baseline_metrics(split: EvalSplit, popularity: np.ndarray, config: TwoTowerConfig) -> dict[str, dict[str, float]]:
+    return {
+        "popularity": evaluate_popularity(split, popularity, config.top_k, config.customer_k),
+        "random": evaluate_random(split, config.seed, config.top_k, config.customer_k),
+    }
+
+
+def evaluate(
+    model: TwoTowerModel,
+    eval_df: pl.DataFrame,
+    train_df: pl.DataFrame,
+    articles_df: pl.DataFrame,
+    config: TwoTowerConfig = TwoTowerConfig(),
+) -> dict[str, dict[str, float]]:
+    """Model, popularity and random metrics on one window (e.g. the test split)."""
+    catalogue_ids = articles_df["article_id"].cast(pl.String)
+    split = make_eval_split(eval_df, catalogue_ids, "evaluation split")
+    catalogue = model.item_tower.encode(articles_df)
+    pop = popularity_scores(train_df, catalogue_ids)
+    return {"two_tower": model_metrics(model, split, catalogue, config), **baseline_metrics(split, pop, config)}
+
+
+def _better(metric: str, new: float, best: float | None) -> bool:
+    if best is None or math.isnan(best):
+        return not math.isnan(new)
+    return new < best if metric == "val_retrieval_loss" else new > best
+
+
+def train(
+    train_df: pl.DataFrame,
+    val_df: pl.DataFrame | None,
+    articles_df: pl.DataFrame,
+    config: TwoTowerConfig = TwoTowerConfig(),
+    on_epoch: Callable[[EpochStats], None] | None = None,
+    on_batch: Callable[[int, int], None] | None = None,
+) -> TrainResult:
+    """Train a two-tower model on the retrieval view's training split (see module doc)."""
+    t0 = time.perf_counter()
+    old_threads = torch.get_num_threads()
+    if config.num_threads:
+        torch.set_num_threads(config.num_threads)
+    try:
+        prep = prepare(train_df, val_df, articles_df, config)
+        model = prep.model
+        model.train()
+        engine = StepEngine(model, config, prep.catalogue, prep.log_q)
+        gen = torch.Generator().manual_seed(config.seed)
+        history: list[EpochStats] = []
+        best_epoch, best_value, best_state = 0, None, None
+        metric = config.best_metric if (config.eval_every_epoch and prep.val_split is not None) else "val_retrieval_loss"
+        stale = 0
+        for epoch in range(1, config.num_epochs + 1):
+            te = time.perf_counter()
+            loss_sum, seen = run_epoch(engine, prep.train, config.batch_size, gen, on_batch)
+            train_seconds = time.perf_counter() - te
+            engine.flush()
+            reg = regularization_loss(model, config.weight_decay)
+            train_loss = loss_sum / seen
+            val_loss = engine.mean_loss(prep.val, config.batch_size) if prep.val is not None else float("nan")
+            metrics = {}
+            if config.eval_every_epoch and prep.val_split is not None:
+                metrics = model_metrics(model, prep.val_split, prep.catalogue, config)
+            stats = EpochStats(
+                epoch=epoch,
+                train_retrieval_loss=train_loss,
+                train_regularization_loss=reg,
+                train_total_loss=train_loss + reg,
+                val_retrieval_loss=val_loss,
+                val_regularization_loss=reg,
+                val_total_loss=val_loss + reg,
+                samples_per_second=seen / train_seconds if train_seconds > 0 else float("inf"),
+                train_seconds=train_seconds,
+                metrics=metrics,
+            )
+            history.append(stats)
+            value = stats.val_retrieval_loss if metric == "val_retrieval_loss" else metrics.get(metric, float("nan"))
+            if _better(metric, value, best_value):
+                best_epoch, best_value, stale = epoch, value, 0
+                if config.restore_best:
+                    best_state = copy.deepcopy(model.state_dict())
+            else:
+                stale += 1
+            if on_epoch is not None:
+                on_epoch(stats)
+            if config.patience is not None and stale >= config.patience:
+                break
+        if best_epoch == 0:
+            best_epoch = len(history)
+        if config.restore_best and best_state is not None:
+            model.load_state_dict(best_state)
+        model.eval()
+        results: dict[str, dict[str, float]] = {}
+        if prep.val_split is not None:
+            results["two_tower"] = model_metrics(model, prep.val_split, prep.catalogue, config)
+            model.eval()
+            results.update(baseline_metrics(prep.val_split, prep.popularity, config))
+        return TrainResult(model, history, best_epoch, results, config, time.perf_counter() - t0)
+    finally:
+        torch.set_num_threads(old_threads)

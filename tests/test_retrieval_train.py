@@ -1,0 +1,79 @@
+"""Training finds planted structure, is deterministic, and reports what the issue asks."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from _retrieval_toy import toy_data
+
+from hmrec.retrieval import TwoTowerConfig, evaluate, train
+
+CFG = TwoTowerConfig(batch_size=256, num_epochs=6, num_threads=1, seed=7)
+
+
+@pytest.fixture(scope="module")
+def data():
+    return toy_data(n_customers=300, n_articles=400, purchases=24, seed=0)
+
+
+@pytest.fixture(scope="module")
+def result(data):
+    train_df, val_df, articles = data
+    return train(train_df, val_df, articles, CFG)
+
+
+def test_planted_structure_is_learnt_and_beats_popularity(result):
+    m = result.metrics
+    assert set(m) == {"two_tower", "popularity", "random"}
+    tt, pop, rnd = m["two_tower"], m["popularity"], m["random"]
+    assert tt["top_100_accuracy"] > pop["top_100_accuracy"] + 0.2
+    assert tt["recall_at_100"] > pop["recall_at_100"] + 0.2
+    assert tt["top_10_accuracy"] > 2 * pop["top_10_accuracy"]
+    assert pop["top_100_accuracy"] > rnd["top_100_accuracy"]
+    # random baseline on 400 articles: top-100 accuracy about 100/400
+    assert rnd["top_100_accuracy"] == pytest.approx(0.25, abs=0.06)
+
+
+def test_history_reports_losses_throughput_and_best_epoch(result):
+    h = result.history
+    assert [e.epoch for e in h] == list(range(1, 7))
+    for e in h:
+        assert e.train_total_loss == pytest.approx(e.train_retrieval_loss + e.train_regularization_loss)
+        assert e.val_total_loss == pytest.approx(e.val_retrieval_loss + e.val_regularization_loss)
+        assert e.train_regularization_loss > 0 and e.samples_per_second > 0
+        assert "top_100_accuracy" in e.metrics and "ndcg_at_12" in e.metrics
+    assert h[-1].train_retrieval_loss < h[0].train_retrieval_loss
+    assert h[-1].val_retrieval_loss < h[0].val_retrieval_loss
+    best = max(h, key=lambda e: e.metrics["top_100_accuracy"])
+    assert result.best_epoch == min(e.epoch for e in h if e.metrics["top_100_accuracy"] == best.metrics["top_100_accuracy"])
+    # the returned model is the best epoch's: final metrics equal that epoch's
+    assert result.metrics["two_tower"]["top_100_accuracy"] == pytest.approx(best.metrics["top_100_accuracy"])
+
+
+def test_same_seed_same_losses_and_embeddings(data, result):
+    train_df, val_df, articles = data
+    short = TwoTowerConfig(batch_size=256, num_epochs=2, num_threads=1, seed=7, eval_every_epoch=False)
+    a = train(train_df, val_df, articles, short)
+    b = train(train_df, val_df, articles, short)
+    assert [e.train_retrieval_loss for e in a.history] == [e.train_retrieval_loss for e in b.history]
+    assert [e.val_retrieval_loss for e in a.history] == [e.val_retrieval_loss for e in b.history]
+    np.testing.assert_array_equal(a.model.item_tower.embed(articles), b.model.item_tower.embed(articles))
+    np.testing.assert_array_equal(a.model.query_tower.embed(val_df), b.model.query_tower.embed(val_df))
+    # the first epoch of the longer run with the same seed is the same epoch
+    assert result.history[0].train_retrieval_loss == a.history[0].train_retrieval_loss
+    c = train(train_df, val_df, articles, TwoTowerConfig(batch_size=256, num_epochs=1, num_threads=1, seed=8))
+    assert c.history[0].train_retrieval_loss != a.history[0].train_retrieval_loss
+
+
+def test_fast_path_learns_as_well_as_the_exact_one(data, result):
+    train_df, val_df, articles = data
+    fast = train(train_df, val_df, articles, TwoTowerConfig(**{**CFG.__dict__, "fast_matmul": True}))
+    exact = result.metrics["two_tower"]["top_100_accuracy"]
+    assert fast.metrics["two_tower"]["top_100_accuracy"] == pytest.approx(exact, abs=0.05)
+
+
+def test_evaluate_on_another_window_matches_training_report(data, result):
+    train_df, val_df, articles = data
+    m = evaluate(result.model, val_df, train_df, articles, CFG)
+    assert m["two_tower"] == pytest.approx(result.metrics["two_tower"])
+    assert m["popularity"] == pytest.approx(result.metrics["popularity"])
