@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 import polars as pl
 import pytest
+from registry_backend import fresh_registry
 
 from hmrec.ranking.model import RankingModel
 from hmrec.registry import (
@@ -59,8 +60,7 @@ def _frame(n: int, seed: int) -> pl.DataFrame:
 
 @pytest.fixture(scope="module")
 def registry(tmp_path_factory: pytest.TempPathFactory) -> ModelRegistry:
-    home = tmp_path_factory.mktemp("registry_home")
-    return ModelRegistry(f"sqlite:///{home / 'mlflow.db'}")
+    return fresh_registry(tmp_path_factory, "registry_home")
 
 
 @pytest.fixture(scope="module")

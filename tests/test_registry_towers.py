@@ -13,6 +13,7 @@ import math
 import numpy as np
 import polars as pl
 import pytest
+from registry_backend import fresh_registry
 
 from hmrec.registry import CHAMPION, CandidatePyfunc, ModelRegistry, QueryPyfunc, fingerprint
 from hmrec.retrieval.config import TwoTowerConfig
@@ -62,8 +63,7 @@ def _rows(n: int, seed: int, articles: pl.DataFrame) -> pl.DataFrame:
 
 @pytest.fixture(scope="module")
 def registry(tmp_path_factory: pytest.TempPathFactory) -> ModelRegistry:
-    home = tmp_path_factory.mktemp("registry_towers")
-    return ModelRegistry(f"sqlite:///{home / 'mlflow.db'}")
+    return fresh_registry(tmp_path_factory, "registry_towers")
 
 
 @pytest.fixture(scope="module")

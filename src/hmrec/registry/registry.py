@@ -329,8 +329,9 @@ class ModelRegistry:
             return True, None, f"promoted: first champion ({metric_name}={value:.6g})"
         if force:
             return True, current, f"promoted: forced over champion v{current}"
-        info = self.get_version(name, current)
-        old = info.metrics.get(metric_name)
+        tags = self.client.get_model_version(name, str(current)).tags or {}
+        raw = tags.get(METRIC_TAG_PREFIX + metric_name)
+        old = float(raw) if raw is not None else None
         if old is None:
             return (
                 True,
