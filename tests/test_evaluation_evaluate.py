@@ -15,6 +15,7 @@ from hmrec.evaluation import (
     recall_at_k,
     run_evaluation,
     write_evaluation,
+    write_evaluation_report,
 )
 
 # c1 bought A and B; c2 bought C; c3 bought nothing (not evaluated)
@@ -119,3 +120,12 @@ def test_run_evaluation_on_generated_data(raw, tmp_path):
     # deterministic given the seed
     _, again = run_evaluation(raw.transactions, raw.customers, raw.articles, als_params={"factors": 8, "iterations": 3})
     assert again.metrics == {s: v for s, v in result.metrics.items() if s != "pipeline"}
+
+    # the report of the run, with feature importance left behind by the ranking step
+    (tmp_path / "ranking.json").write_text(json.dumps({"step": "ranking", "feature_importance": {"age": 1.0}}))
+    index = write_evaluation_report(tmp_path, split, result, raw.articles)
+    assert index == tmp_path / "report" / "index.html"
+    assert {p.name for p in index.parent.glob("*.png")} == {"metrics.png", "recall_at_k.png", "feature_importance.png"}
+    page = index.read_text()
+    assert page.count('<div class="example">') == 3
+    assert "Not available in this run: training curves." in page

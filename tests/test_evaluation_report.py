@@ -44,6 +44,8 @@ def test_build_examples_newest_first_with_attributes():
     assert ex.history[0]["t_dat"] == "2020-09-10" and ex.history[0]["prod_name"] == "Jeans <slim>"
     assert [r["prod_name"] for r in ex.recommendations["popularity"]] == ["Sock", "Tee"]
     assert ex.bought == ["0000000001"]
+    assert ex.bought_rows == [{"article_id": "0000000001", "prod_name": "Tee", "product_type_name": "T-shirt",
+                               "colour_group_name": "Black", "index_group_name": "Ladieswear"}]
 
 
 def test_full_report_has_every_section_and_valid_pngs(tmp_path):
@@ -68,6 +70,7 @@ def test_full_report_has_every_section_and_valid_pngs(tmp_path):
     assert '<td class="best">0.0100</td>' not in page
     # the test-week purchase of the example is highlighted as a hit
     assert "popularity (1 hits)" in page
+    assert "Bought in the test week (1 distinct)" in page
 
 
 def test_missing_sections_are_skipped_cleanly(tmp_path):

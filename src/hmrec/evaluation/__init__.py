@@ -23,11 +23,19 @@ from hmrec.evaluation.evaluate import (
     write_evaluation,
 )
 from hmrec.evaluation.metrics import candidate_scores, list_scores, recall_at_k
-from hmrec.evaluation.report import CustomerExample, build_examples, read_report_inputs, write_report
+from hmrec.evaluation.report import (
+    REPORT_DIR,
+    CustomerExample,
+    build_examples,
+    read_report_inputs,
+    write_evaluation_report,
+    write_report,
+)
 from hmrec.evaluation.split import EvaluationInputError, EvaluationSplit, split_test_week
 
 __all__ = [
     "BASELINES",
+    "REPORT_DIR",
     "REPORT_FILE",
     "ALSBaseline",
     "CustomerExample",
@@ -53,5 +61,6 @@ __all__ = [
     "run_evaluation",
     "split_test_week",
     "write_evaluation",
+    "write_evaluation_report",
     "write_report",
 ]

@@ -27,10 +27,15 @@ from typing import Any
 import polars as pl
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
+from hmrec.evaluation.evaluate import EvaluationResult
+from hmrec.evaluation.split import EvaluationSplit
 from hmrec.ranking.trainer import plot_feature_importance
 
 INDEX_FILE = "index.html"
+#: The report folder under <home>/reports.
+REPORT_DIR = "report"
 METRICS_PNG = "metrics.png"
 RECALL_PNG = "recall_at_k.png"
 IMPORTANCE_PNG = "feature_importance.png"
@@ -57,6 +62,7 @@ class CustomerExample:
     history: list[dict[str, Any]]
     recommendations: dict[str, list[dict[str, Any]]]
     bought: list[str] = field(default_factory=list)
+    bought_rows: list[dict[str, Any]] = field(default_factory=list)
 
 
 def _article_lookup(articles: pl.DataFrame | None, ids: Sequence[str]) -> dict[str, dict[str, Any]]:
@@ -88,7 +94,8 @@ def build_examples(
             .head(n_recent)
         )
         lists = {s: list(per.get(customer, ())) for s, per in recommendations.items()}
-        ids = recent["article_id"].to_list() + [a for listed in lists.values() for a in listed]
+        bought = list((test_purchases or {}).get(customer, ()))
+        ids = recent["article_id"].to_list() + bought + [a for listed in lists.values() for a in listed]
         attrs = _article_lookup(articles, ids)
 
         def row(article_id: str, extra: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -101,7 +108,8 @@ def build_examples(
                 customer_id=customer,
                 history=hist_rows,
                 recommendations={s: [row(a) for a in listed] for s, listed in lists.items()},
-                bought=list((test_purchases or {}).get(customer, ())),
+                bought=bought,
+                bought_rows=[row(a) for a in bought],
             )
         )
     return out
@@ -160,6 +168,7 @@ def plot_training_history(name: str, history: Mapping[str, Sequence[float]], pat
                 epochs = list(history.get("epoch") or range(1, len(ys) + 1))[: len(ys)]
                 ax.plot(epochs, ys, style, label="train" if prefix == "train" else "validation", markersize=3)
         ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_title(f"{name}: {stem}")
         ax.legend(fontsize="small")
     return _save(fig, path)
@@ -234,9 +243,10 @@ def _examples_html(examples: Sequence[CustomerExample]) -> str:
         )
         parts.append(
             f'<div class="example"><h3>customer {html.escape(ex.customer_id[:16])}…</h3>'
-            f"<p>Bought in the test week: {len(hits)} distinct article(s): "
-            f"{html.escape(', '.join(sorted(hits))) or 'none'}. Hits are highlighted.</p>"
-            f"<h4>Recent purchases (newest first)</h4>{_rows_table(ex.history)}"
+            f"<h4>Recent purchases before the test week (newest first)</h4>{_rows_table(ex.history)}"
+            f"<h4>Bought in the test week ({len(hits)} distinct)</h4>"
+            f"{_rows_table(ex.bought_rows or [{'article_id': a} for a in ex.bought])}"
+            f'<p class="muted">Recommended articles the customer then bought are highlighted.</p>'
             f'<h4>Recommendations</h4><div class="lists">{lists}</div></div>'
         )
     return "".join(parts)
@@ -364,3 +374,37 @@ def read_report_inputs(reports_dir: Path | str) -> dict[str, Any]:
     if histories:
         found["training_histories"] = histories
     return found
+
+
+def write_evaluation_report(
+    reports_dir: Path | str,
+    split: EvaluationSplit,
+    result: EvaluationResult,
+    articles: pl.DataFrame | None = None,
+    training_histories: Mapping[str, Mapping[str, Sequence[float]]] | None = None,
+    feature_importance: Mapping[str, float] | None = None,
+) -> Path:
+    """The `hmrec evaluate` report: <reports_dir>/report/index.html from this run's result plus
+    what earlier steps left in `reports_dir` (feature importance from ranking.json, training
+    histories); explicit arguments win over what is found on disk."""
+    found = read_report_inputs(reports_dir)
+    examples = build_examples(
+        sorted({c for per in result.examples.values() for c in per}),
+        split.history,
+        articles,
+        result.examples,
+        split.test_purchases(),
+    )
+    return write_report(
+        Path(reports_dir) / REPORT_DIR,
+        metrics=result.metrics,
+        training_histories=training_histories or found.get("training_histories"),
+        recall_curves=result.recall_curves or found.get("recall_curves"),
+        feature_importance=feature_importance or found.get("feature_importance"),
+        examples=examples,
+        context={
+            "test week": f"{result.test_start} .. {result.test_end} (end exclusive)",
+            "customers evaluated (bought in the test week)": result.n_customers,
+            "evaluation seconds": round(result.seconds, 1),
+        },
+    )
