@@ -102,3 +102,17 @@ def test_read_report_inputs_collects_earlier_steps(tmp_path):
     assert found["training_histories"] == {"retrieval": HISTORY}
     index = write_report(tmp_path / "report", **found)
     assert (index.parent / "training_retrieval.png").is_file()
+
+
+def test_per_epoch_records_are_plotted_like_a_dict_of_lists(tmp_path):
+    records = [
+        {"epoch": 1, "train_total_loss": 2.0, "val_total_loss": 2.5, "train_retrieval_loss": 1.9, "metrics": {"x": 1}},
+        {"epoch": 2, "train_total_loss": 1.0, "val_total_loss": 2.0, "train_retrieval_loss": 0.9, "metrics": {}},
+    ]
+    from hmrec.evaluation.report import normalise_history
+
+    assert normalise_history(records) == {
+        "epoch": [1.0, 2.0], "train_total_loss": [2.0, 1.0], "val_total_loss": [2.5, 2.0], "train_retrieval_loss": [1.9, 0.9]
+    }
+    index = write_report(tmp_path / "r", training_histories={"two_tower": records})
+    assert (index.parent / "training_two_tower.png").read_bytes()[:8] == PNG_MAGIC

@@ -147,6 +147,21 @@ def plot_metrics(metrics: Mapping[str, Mapping[str, float]], path: Path) -> Path
     return _save(fig, path)
 
 
+def normalise_history(history: Mapping[str, Sequence[float]] | Sequence[Mapping[str, Any]]) -> dict[str, list[float]]:
+    """Dict of lists from either a dict of lists or per-epoch records (the retrieval
+    trainer's ``TrainResult.history_dicts()``); non-numeric and nested values are dropped."""
+    if isinstance(history, Mapping):
+        return {k: list(v) for k, v in history.items() if isinstance(v, Sequence) and not isinstance(v, str)}
+    out: dict[str, list[float]] = {}
+    for i, record in enumerate(history):
+        for key, value in record.items():
+            if isinstance(value, (int, float)) and not isinstance(value, bool):
+                out.setdefault(key, [float("nan")] * i).append(float(value))
+        for series in out.values():
+            series.extend([float("nan")] * (i + 1 - len(series)))
+    return out
+
+
 def _loss_stems(history: Mapping[str, Sequence[float]]) -> list[str]:
     stems = {k[len("train_"):] for k in history if k.startswith("train_")} | {
         k[len("val_"):] for k in history if k.startswith("val_")
@@ -154,8 +169,11 @@ def _loss_stems(history: Mapping[str, Sequence[float]]) -> list[str]:
     return sorted(s for s in stems if history.get(f"train_{s}") or history.get(f"val_{s}"))
 
 
-def plot_training_history(name: str, history: Mapping[str, Sequence[float]], path: Path) -> Path | None:
+def plot_training_history(
+    name: str, history: Mapping[str, Sequence[float]] | Sequence[Mapping[str, Any]], path: Path
+) -> Path | None:
     """One panel per quantity with train_* and/or val_* series against epoch; None if nothing to plot."""
+    history = normalise_history(history)
     stems = _loss_stems(history)
     if not stems:
         return None
@@ -255,7 +273,7 @@ def _examples_html(examples: Sequence[CustomerExample]) -> str:
 def write_report(
     out_dir: Path | str,
     metrics: Mapping[str, Mapping[str, float]] | None = None,
-    training_histories: Mapping[str, Mapping[str, Sequence[float]]] | None = None,
+    training_histories: Mapping[str, Mapping[str, Sequence[float]] | Sequence[Mapping[str, Any]]] | None = None,
     recall_curves: Mapping[str, Mapping[int | str, float]] | None = None,
     feature_importance: Mapping[str, float] | None = None,
     examples: Sequence[CustomerExample] | None = None,
@@ -266,7 +284,8 @@ def write_report(
 
     `training_histories` is model name -> history dict ({"epoch": [...],
     "train_total_loss": [...], "val_total_loss": [...], ...}); a single history dict
-    (one with an "epoch" key) is accepted too. `context` adds key/value lines at the top
+    (one with an "epoch" key) is accepted too, and so are per-epoch records
+    ([{"epoch": 1, "train_total_loss": ..., ...}, ...], the retrieval trainer's form). `context` adds key/value lines at the top
     (test window, number of customers, ...). The page is written last, atomically.
     """
     out = Path(out_dir)
@@ -285,7 +304,7 @@ def write_report(
     else:
         missing.append("metric table")
 
-    if training_histories and "epoch" in training_histories:
+    if isinstance(training_histories, Sequence) or (training_histories and "epoch" in training_histories):
         training_histories = {"model": training_histories}  # type: ignore[dict-item]
     images = []
     for name, history in (training_histories or {}).items():
@@ -369,7 +388,7 @@ def read_report_inputs(reports_dir: Path | str) -> dict[str, Any]:
     histories = {}
     for step in ("retrieval", "ranking"):
         doc = load(f"{step}.json")
-        if doc is not None and isinstance(doc.get("history"), dict):
+        if doc is not None and isinstance(doc.get("history"), (dict, list)) and doc["history"]:
             histories[step] = doc["history"]
     if histories:
         found["training_histories"] = histories
