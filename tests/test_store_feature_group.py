@@ -150,6 +150,23 @@ def test_composite_primary_key_upsert(fs):
     assert got["n"].to_list() == [10, 2, 3, 30]
 
 
+@pytest.mark.parametrize("key_type", [pl.Int32, pl.String])
+def test_composite_key_of_any_type_upserts_every_path(fs, key_type):
+    """Integer keys are packed into one integer internally; other keys are compared as structs."""
+    g = fs.get_or_create_feature_group("pairs", primary_key=["a", "b"], schema={"a": key_type, "b": pl.Date, "v": pl.Int64})
+    b0, b1 = dt.date(2020, 1, 1), dt.date(2020, 1, 2)
+
+    def rows(a, b, v):
+        return pl.DataFrame({"a": a, "b": b, "v": v}, schema={"a": pl.Int64, "b": pl.Date, "v": pl.Int64}).cast({"a": key_type})
+
+    g.insert(rows([1, 1, 2], [b0, b1, b0], [1, 2, 3]))
+    g.insert(rows([1, 3, 1], [b1, b0, b1], [20, 30, 21]))  # rewrite; (1, b1) twice: last wins
+    g.insert(rows([4], [b0], [4]))  # append
+    got = g.read().sort("a", "b")
+    assert got.select(pl.col("a").cast(pl.String), "v").rows() == [("1", 1), ("1", 21), ("2", 3), ("3", 30), ("4", 4)]
+    assert [h["operation"] for h in g.history()][1:] == ["insert:append", "insert:rewrite", "insert:append"]
+
+
 @pytest.mark.parametrize("rewrite_max_rows", [0, 10**9], ids=["merge", "rewrite"])
 def test_partial_upsert_paths_agree(tmp_path, rewrite_max_rows):
     """Delta MERGE (big tables) and read-modify-overwrite (smaller ones) give the same rows."""
@@ -225,6 +242,24 @@ def test_schema_is_fixed_by_the_first_insert(fs):
     assert fs.get_feature_group("free").schema == {"id": pl.Int64(), "x": pl.String()}
     with pytest.raises(SchemaMismatchError, match="'x': expected String, got Int64"):
         g.insert(pl.DataFrame({"id": [2], "x": [5]}))
+
+
+def test_schema_fixed_through_another_object_is_seen(fs, tmp_path):
+    a = fs.get_or_create_feature_group("free", primary_key=["id"])
+    b = FeatureStore(tmp_path / "store").get_feature_group("free")
+    a.insert(pl.DataFrame({"id": [1], "x": ["a"]}))
+    with pytest.raises(SchemaMismatchError, match="'x': expected String, got Float64"):
+        b.insert(pl.DataFrame({"id": [2], "x": [1.5]}))
+    assert b.read().rows() == [(1, "a")]
+
+
+def test_schema_given_later_to_a_group_without_one(fs):
+    fs.get_or_create_feature_group("free", primary_key=["id"])
+    g = fs.get_or_create_feature_group("free", primary_key=["id"], schema={"id": pl.Int32, "x": pl.String})
+    assert g.schema == {"id": pl.Int32(), "x": pl.String()}
+    assert g.read().schema == {"id": pl.Int32, "x": pl.String}
+    with pytest.raises(SchemaMismatchError, match="'id': expected Int32, got Int64"):
+        g.insert(pl.DataFrame({"id": [1], "x": ["a"]}))
 
 
 def test_all_null_column_is_accepted_for_a_known_schema(fg):

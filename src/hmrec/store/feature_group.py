@@ -80,8 +80,16 @@ class FeatureGroup:
     @property
     def schema(self) -> Schema | None:
         """Logical schema (None until fixed by the first insert)."""
+        if self._meta["schema"] is None:
+            self._refresh()
         spec = self._meta["schema"]
         return None if spec is None else schema_from_json(spec)
+
+    def _refresh(self) -> None:
+        """Reload metadata: another process (or object) may have fixed the schema since."""
+        path = registry.metadata_path(self._root, registry.GROUPS, self.name, self.version)
+        if path.is_file():
+            self._meta = registry.read_json(path)
 
     @property
     def entity_key(self) -> list[str]:
@@ -120,18 +128,19 @@ class FeatureGroup:
             return self._write(data, schema, "append", "insert:append", table)
         pk = self.primary_key
         stored_keys = pl.read_delta(table, columns=pk)
-        new_keys = data.select(pk)
-        if len(pk) == 1:
-            matched = int(new_keys[pk[0]].is_in(stored_keys[pk[0]].implode()).sum())
-        else:
-            matched = new_keys.join(stored_keys, on=pk, how="semi").height
+        stored_k, new_k = _row_keys([stored_keys, data.select(pk)], pk)
         del stored_keys
+        in_stored = new_k.is_in(stored_k.implode())
+        matched = int(in_stored.sum())
         if matched == 0:
             return self._write(data, schema, "append", "insert:append", table)
         if matched == n_existing:
             return self._write(data, schema, "overwrite", "insert:replace_all", table)
         if n_existing <= self.rewrite_max_rows:
-            kept = pl.read_delta(table).join(new_keys, on=pk, how="anti")
+            stored = pl.read_delta(table)
+            stored_k, new_k = _row_keys([stored.select(pk), data.select(pk)], pk)
+            kept = stored.filter(~stored_k.is_in(new_k.implode()))
+            del stored
             return self._write(pl.concat([kept, data]), schema, "overwrite", "insert:rewrite", table)
         return self._merge(data, table)
 
@@ -163,11 +172,7 @@ class FeatureGroup:
                     "columns must not be null; nothing was written"
                 )
         pk = self.primary_key
-        if len(pk) == 1:
-            has_dups = df[pk[0]].is_duplicated().any()
-        else:
-            has_dups = df.select(pl.struct(pk).is_duplicated().any()).item()
-        if has_dups:
+        if _row_keys([df.select(pk)], pk)[0].n_unique() != df.height:
             df = df.unique(subset=pk, keep="last", maintain_order=True)
         return schema, to_storage(df, schema)
 
@@ -238,7 +243,9 @@ class FeatureGroup:
     def read(self, columns: Sequence[str] | None = None, as_of: int | dt.datetime | None = None) -> pl.DataFrame:
         """Rows of the latest commit, or of commit `as_of` (a version number or a time).
 
-        Row order is storage order: deterministic for a given commit, not sorted.
+        Row order is storage order, not sorted: a single write keeps the order of
+        its frame; after several appends the newest commit's rows come first. The
+        same table state always reads in the same order.
         """
         cols = self._columns(columns)
         schema = self.schema or {}
@@ -315,6 +322,34 @@ class FeatureGroup:
 
         drop = set(self._columns(columns))
         return Query(self, [c for c in self._columns(None) if c not in drop])
+
+
+def _row_keys(frames: list[pl.DataFrame], pk: list[str]) -> list[pl.Series]:
+    """One comparable value per row for each frame's primary key (same encoding for all).
+
+    Hashing one integer is several times cheaper than hashing a struct of columns
+    (10M rows: 0.7 s vs 2.5 s CPU), so integer and date keys are packed into one
+    Int64 when their value ranges fit; other keys fall back to a struct.
+    """
+    if len(pk) == 1:
+        return [f[pk[0]] for f in frames]
+    packable = all(
+        f.schema[c].is_integer() or isinstance(f.schema[c], (pl.Date, pl.Datetime)) for f in frames[:1] for c in pk
+    )
+    if packable and all(f.height for f in frames):
+        as_int = [f.select(pl.col(c).cast(pl.Int64) for c in pk) for f in frames]
+        lo = {c: min(int(a[c].min()) for a in as_int) for c in pk}  # type: ignore[arg-type]
+        hi = {c: max(int(a[c].max()) for a in as_int) for c in pk}  # type: ignore[arg-type]
+        total, mults = 1, {}
+        for c in reversed(pk):
+            mults[c] = total
+            total *= hi[c] - lo[c] + 1
+        if total < 2**62 and all(a.null_count().sum_horizontal().item() == 0 for a in as_int):
+            return [
+                a.select(pl.sum_horizontal((pl.col(c) - lo[c]) * mults[c] for c in pk).alias("k"))["k"]
+                for a in as_int
+            ]
+    return [f.select(pl.struct(pk).alias("k"))["k"] for f in frames]
 
 
 def _commit(op: str, rows: int) -> deltalake.CommitProperties:

@@ -88,6 +88,8 @@ class FeatureStore:
         if path.is_file():
             fg = self.get_feature_group(name, version)
             self._check_same(fg, primary_key, event_time, schema)
+            if schema is not None and fg.schema is None:
+                self._set_schema(fg, schema)
             if features:
                 self._update_descriptions(fg, features, description)
             return fg
@@ -116,6 +118,19 @@ class FeatureStore:
         fg.create_table()
         registry.write_json(path, meta)
         return fg
+
+    def _set_schema(self, fg: FeatureGroup, schema: Schema) -> None:
+        """Fix the schema of a group created without one and not yet written."""
+        try:
+            schema = normalize_schema(schema)
+        except FeatureStoreError as exc:
+            raise FeatureStoreError(f"{fg.label}: {exc}") from None
+        check_group_columns(fg.name, schema, fg.primary_key, fg.event_time)
+        meta = fg.to_dict()
+        meta["schema"] = schema_to_json(schema)
+        fg._meta = meta
+        fg.create_table()
+        registry.write_json(registry.metadata_path(self.root, registry.GROUPS, fg.name, fg.version), meta)
 
     @staticmethod
     def _check_descriptions(name: str, features: dict[str, str], schema: Schema | None) -> None:

@@ -257,11 +257,13 @@ class Query:
             .filter(pl.col(_T) <= max_t)
             .select(j.on + [_T] + list(rename))
             .rename(rename)
-            .sort(j.on + [_T])
             .collect()
         )
-        # join_asof needs both sides sorted by time within each key group; sort the
-        # left side by time (stably) and put the rows back in their order afterwards.
+        # join_asof needs both sides sorted by time within each key group. Sorting
+        # the right side by time alone is cheaper than by (key, time) and enough;
+        # the left side is sorted by time (stably) and put back in order afterwards.
+        if not right[_T].is_sorted():
+            right = right.sort(_T)
         restore = not left[_T].is_sorted()
         if restore:
             left = left.with_row_index(_ROW).sort(_T, maintain_order=True)
