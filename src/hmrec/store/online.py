@@ -178,6 +178,19 @@ def _from_raw(df: pl.DataFrame, schema: Schema) -> pl.DataFrame:
     return df.select(exprs)
 
 
+class _TableInfo:
+    """What lookups need about one table, computed once per table version."""
+
+    def __init__(self, table: str, key: str, schema: Schema, updated_at: str):
+        self.key = key
+        self.schema = schema
+        self.updated_at = updated_at
+        self.names = list(schema)
+        self.readers = [_py_reader(dtype) for dtype in schema.values()]
+        self.write_key = _py_writer(schema[key])
+        self.select_one = f"SELECT * FROM {_quote(table)} WHERE {_quote(key)} = ?"
+
+
 class OnlineStore:
     """SQLite-backed key -> latest features. Safe to share between threads."""
 
@@ -187,7 +200,7 @@ class OnlineStore:
         self._local = threading.local()
         self._lock = threading.Lock()
         self._conns: list[sqlite3.Connection] = []
-        self._schemas: dict[str, tuple[float, str, Schema]] = {}
+        self._schemas: dict[str, _TableInfo] = {}
 
     # ------------------------------------------------------------------ plumbing
     def _conn(self) -> sqlite3.Connection:
@@ -221,28 +234,31 @@ class OnlineStore:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def _table_info(self, table: str) -> tuple[str, Schema]:
-        """(key column, schema) of a materialized table; FeatureStoreError if there is none."""
+    def _table_info(self, table: str) -> _TableInfo:
+        """Key column, schema and converters of a materialized table (FeatureStoreError if none).
+
+        Cached per table and refreshed when the table was re-materialized (by any process).
+        """
         _check_table(table)
         row = self._conn().execute(f"SELECT key, schema, updated_at FROM {_META} WHERE name = ?", (table,)).fetchone()
         if row is None:
             raise FeatureStoreError(
                 f"online table {table!r} does not exist in {self.path}; tables: {self.tables()}"
             )
-        cached = self._schemas.get(table)
-        if cached is None or cached[0] != row[2]:
-            cached = (row[2], row[0], schema_from_json(json.loads(row[1])))
-            self._schemas[table] = cached
-        return cached[1], cached[2]
+        info = self._schemas.get(table)
+        if info is None or info.updated_at != row[2]:
+            info = _TableInfo(table, row[0], schema_from_json(json.loads(row[1])), row[2])
+            self._schemas[table] = info
+        return info
 
     def tables(self) -> list[str]:
         return [r[0] for r in self._conn().execute(f"SELECT name FROM {_META} ORDER BY name")]
 
     def schema(self, table: str) -> Schema:
-        return dict(self._table_info(table)[1])
+        return dict(self._table_info(table).schema)
 
     def key_column(self, table: str) -> str:
-        return self._table_info(table)[0]
+        return self._table_info(table).key
 
     def count(self, table: str) -> int:
         self._table_info(table)
@@ -301,7 +317,8 @@ class OnlineStore:
             if key is None:
                 raise FeatureStoreError(f"online table {table!r} does not exist; pass key= to create it")
             return self.materialize(table, df, key)
-        stored_key, schema = self._table_info(table)
+        info = self._table_info(table)
+        stored_key, schema = info.key, info.schema
         if key is not None and key != stored_key:
             raise FeatureStoreError(f"online table {table!r} is keyed on {stored_key!r}, not {key!r}")
         df = conform(df, schema, f"online table {table!r}")
@@ -322,26 +339,24 @@ class OnlineStore:
     # ------------------------------------------------------------------ reads
     def get(self, table: str, key_value: Any) -> dict[str, Any] | None:
         """The row for one key as {column: value}, or None when the key is not stored."""
-        key, schema = self._table_info(table)
-        row = self._conn().execute(
-            f"SELECT * FROM {_quote(table)} WHERE {_quote(key)} = ?", (_py_writer(schema[key])(key_value),)
-        ).fetchone()
+        info = self._table_info(table)
+        row = self._conn().execute(info.select_one, (info.write_key(key_value),)).fetchone()
         if row is None:
             return None
-        out = {}
-        for (name, dtype), value in zip(schema.items(), row):
-            reader = _py_reader(dtype)
-            out[name] = value if value is None or reader is None else reader(value)
-        return out
+        return {
+            name: value if value is None or reader is None else reader(value)
+            for name, reader, value in zip(info.names, info.readers, row)
+        }
 
     def get_many(self, table: str, key_values: Sequence[Any]) -> pl.DataFrame:
         """One row per requested key, in the order given (repeats repeated); a key not
         stored gives a row of nulls (the key column keeps the requested value) with
         `_found` False."""
-        key, schema = self._table_info(table)
-        names = list(schema)
+        info = self._table_info(table)
+        key, schema = info.key, info.schema
+        names = info.names
         key_idx = names.index(key)
-        write = _py_writer(schema[key])
+        write = info.write_key
         stored_keys = [write(k) for k in key_values]
         found: dict[Any, tuple[Any, ...]] = {}
         unique = list(dict.fromkeys(stored_keys))
