@@ -25,6 +25,9 @@ app = typer.Typer(
 )
 data_app = typer.Typer(help="Generate or validate raw H&M files.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
+train_app = typer.Typer(help="Train retrieval and ranking and register them (both when no stage is named).",
+                        invoke_without_command=True)
+app.add_typer(train_app, name="train")
 
 console = Console()
 err_console = Console(stderr=True)
@@ -124,6 +127,51 @@ def features(
     with step_progress(console) as progress:
         summary = run_feature_pipeline(settings, progress=progress)
     console.print(features_table(summary))
+
+
+ForceOpt = typer.Option(False, "--force", help="Make the new versions champion even if their metric is worse.")
+
+
+def _train(stages: list[str], home, size, seed, force) -> None:
+    from hmrec.pipelines.progress import step_progress
+    from hmrec.pipelines.summary import training_table
+    from hmrec.pipelines.train import train_ranking_stage, train_retrieval_stage
+
+    settings = make_settings(home, None, CUSTOMER_DATA_SIZE=size, SEED=seed)
+    results = []
+    with step_progress(console) as progress:
+        if "retrieval" in stages:
+            results.append(train_retrieval_stage(settings, progress=progress, force=force))
+        if "ranking" in stages:
+            results.append(train_ranking_stage(settings, progress=progress, force=force))
+    console.print(training_table(results, settings))
+
+
+@train_app.callback()
+@fails_cleanly
+def train_all(
+    ctx: typer.Context,
+    home: Optional[Path] = HomeOpt,
+    seed: Optional[int] = SeedOpt,
+    force: bool = ForceOpt,
+) -> None:
+    """Retrieval (two-tower + candidate index) then ranking (CatBoost), both registered in MLflow."""
+    if ctx.invoked_subcommand is None:
+        _train(["retrieval", "ranking"], home, None, seed, force)
+
+
+@train_app.command("retrieval")
+@fails_cleanly
+def train_retrieval(home: Optional[Path] = HomeOpt, seed: Optional[int] = SeedOpt, force: bool = ForceOpt) -> None:
+    """Train the two-tower model on the retrieval view, build the candidate index, register both towers."""
+    _train(["retrieval"], home, None, seed, force)
+
+
+@train_app.command("ranking")
+@fails_cleanly
+def train_ranking(home: Optional[Path] = HomeOpt, seed: Optional[int] = SeedOpt, force: bool = ForceOpt) -> None:
+    """Train the CatBoost ranker on candidates of the champion retrieval model; register it."""
+    _train(["ranking"], home, None, seed, force)
 
 
 @app.command("run")

@@ -45,3 +45,45 @@ def features_table(summary) -> Table:
         table.add_row(f"view {view['name']} v{view['version']}", "", "", "")
     table.add_row("seconds", f"{summary.seconds.get('total', 0):.1f}", "", "")
     return table
+
+
+#: Metrics shown in the training summary, in this order, when a system has them.
+SUMMARY_METRICS = ("top_100_accuracy", "recall_at_100", "ndcg_at_12", "map_at_12", "recall_at_12", "roc_auc")
+
+
+def metrics_table(title: str, metrics: dict[str, dict[str, float]], names=SUMMARY_METRICS) -> Table:
+    """Systems (model beside its baselines) x metrics, best value per column in bold."""
+    present = [m for m in names if any(m in v for v in metrics.values())]
+    table = Table(title=title)
+    table.add_column("system")
+    for m in present:
+        table.add_column(m, justify="right")
+    best = {m: max((v[m] for v in metrics.values() if isinstance(v.get(m), (int, float))), default=None)
+            for m in present}
+    for system, values in metrics.items():
+        cells = []
+        for m in present:
+            v = values.get(m)
+            if not isinstance(v, (int, float)):
+                cells.append("")
+            else:
+                cells.append(f"[bold]{v:.4f}[/]" if v == best[m] else f"{v:.4f}")
+        table.add_row(system, *cells)
+    return table
+
+
+def training_table(results, settings) -> Table:
+    """One table per stage with its metrics, registered versions and time spent registering."""
+    from rich.console import Group
+
+    parts = []
+    for result in results:
+        parts.append(metrics_table(f"{result.name} (validation week)", result.metrics))
+        reg = Table(title=f"{result.name}: registered models ({settings.mlflow_uri})")
+        for col in ("model", "version", "champion", "decision"):
+            reg.add_column(col)
+        for r in result.registered:
+            reg.add_row(r.name, str(r.version), "yes" if r.champion else "no", r.decision)
+        parts.append(reg)
+        parts.append(f"{result.name}: " + ", ".join(f"{k} {v:.1f}s" for k, v in result.seconds.items()))
+    return Group(*parts)

@@ -1,0 +1,219 @@
+"""`hmrec train`: two-tower retrieval, candidate index, CatBoost ranking, registration.
+
+Each stage reads its inputs from the feature store and the model registry, never from
+the other stage's memory, so `hmrec train retrieval` and `hmrec train ranking` also
+run alone.
+
+Time layout (DESIGN.md section 4, plus one week for the ranker)::
+
+    ... retrieval training ... | ranking week | validation week | test week |
+                               ^ retrieval_train_end
+
+The two-tower model trains on the retrieval view's training split up to one week
+before validation; that last training week builds the ranker's rows, so the two-tower
+score the ranker learns from is out-of-sample there, as it is at serving time. Both
+models are validated on the validation week; the test week is left to `hmrec evaluate`.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import polars as pl
+
+from hmrec.config import Settings
+from hmrec.features import groups
+from hmrec.features.views import RETRIEVAL_VIEW
+from hmrec.ranking import candidate_features, default_windows, load_inputs, ranking_feature_view, train_ranking
+from hmrec.registry import CandidatePyfunc, ModelRegistry, QueryPyfunc, RankingPyfunc, fingerprint
+from hmrec.retrieval.candidates import RetrievalStage
+from hmrec.retrieval.config import TwoTowerConfig
+from hmrec.retrieval.index import CandidateIndex
+from hmrec.retrieval.model import TwoTowerModel
+from hmrec.retrieval.trainer import EpochStats, train
+from hmrec.store import FeatureStore
+
+Progress = Callable[..., None]
+#: Feature group holding every article's candidate embedding (versioned with the rest).
+CANDIDATE_EMBEDDINGS = "candidate_embeddings"
+#: The validation metric that decides the champion alias of each model.
+RETRIEVAL_METRIC = "top_100_accuracy"
+RANKING_METRIC = "map_at_12"
+
+
+@dataclass
+class StageResult:
+    """What a training stage produced: metrics (system -> metric -> value), versions, times."""
+
+    name: str
+    metrics: dict[str, dict[str, float]]
+    registered: list[Any] = field(default_factory=list)
+    seconds: dict[str, float] = field(default_factory=dict)
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def write_report(settings: Settings, step: str, payload: dict) -> Path:
+    """<home>/reports/<step>.json, written atomically (DESIGN.md section 4)."""
+    reports = settings.reports_dir
+    reports.mkdir(parents=True, exist_ok=True)
+    tmp = reports / f".{step}.json.tmp"
+    tmp.write_text(json.dumps(payload, indent=2, default=str))
+    tmp.replace(reports / f"{step}.json")
+    return reports / f"{step}.json"
+
+
+def split_layout(fs: FeatureStore, settings: Settings) -> dict[str, dt.date]:
+    """The dates every stage agrees on: validation/test windows and the ranking week."""
+    fv = fs.get_feature_view(RETRIEVAL_VIEW)
+    bounds = fv.split_bounds(test_days=settings.TEST_DAYS, validation_days=settings.VALIDATION_DAYS)
+    _, _, retrieval_train_end = default_windows(bounds.validation_start, n_train_weeks=1,
+                                                days=settings.VALIDATION_DAYS)
+    return {"retrieval_train_end": retrieval_train_end, "validation_start": bounds.validation_start,
+            "test_start": bounds.test_start, "test_end": bounds.test_end}
+
+
+def train_retrieval_stage(settings: Settings, progress: Progress | None = None, force: bool = False) -> StageResult:
+    """Train the two-tower model, build and store the candidate index, register both towers."""
+    t0 = time.perf_counter()
+    fs = FeatureStore(settings.store_dir)
+    fv = fs.get_feature_view(RETRIEVAL_VIEW)
+    layout = split_layout(fs, settings)
+    train_df, val_df, _ = fv.train_validation_test_split(
+        test_days=settings.TEST_DAYS, validation_days=settings.VALIDATION_DAYS)
+    train_df = train_df.filter(pl.col("t_dat") < layout["retrieval_train_end"])
+    articles = fs.get_feature_group(groups.ARTICLES.name, groups.ARTICLES.version).read()
+    config = TwoTowerConfig.from_settings(settings)
+    seconds = {"read": time.perf_counter() - t0}
+
+    def on_epoch(stats: EpochStats) -> None:
+        if progress is not None:
+            progress(f"retrieval: epoch {stats.epoch} loss {stats.train_total_loss:.3f} "
+                     f"val {stats.val_total_loss:.3f} {stats.samples_per_second:,.0f} samples/s",
+                     stats.epoch, config.num_epochs)
+
+    t1 = time.perf_counter()
+    result = train(train_df, val_df, articles, config, on_epoch=on_epoch)
+    seconds["train"] = time.perf_counter() - t1
+
+    t2 = time.perf_counter()
+    index = CandidateIndex.build(result.model, articles)
+    emb = fs.get_or_create_feature_group(
+        CANDIDATE_EMBEDDINGS, version=1, primary_key=["article_id"],
+        description="Item-tower embedding of every article (the FAISS index is built from it).",
+        features={"article_id": "10-digit article id", "embedding": "candidate embedding"},
+    )
+    emb.overwrite(index.to_frame())
+    model_dir = result.model.save(settings.artifacts_dir / "two_tower")
+    seconds["index"] = time.perf_counter() - t2
+
+    history = [stats.__dict__ for stats in result.history]
+    val_metrics = result.metrics
+    report = {
+        "step": "retrieval", "split": "validation", "seconds": round(time.perf_counter() - t0, 3),
+        "metrics": val_metrics, "best_epoch": result.best_epoch, "history": history,
+        "layout": {k: v.isoformat() for k, v in layout.items()},
+        "rows": {"train": train_df.height, "validation": val_df.height, "articles": articles.height},
+        "config": {k: str(v) for k, v in config.__dict__.items()},
+    }
+    write_report(settings, "retrieval", report)
+
+    t3 = time.perf_counter()
+    registry = ModelRegistry.from_settings(settings)
+    data_fp = fingerprint(train_df)
+    params = {"embedding_dim": config.embedding_dim, "batch_size": config.batch_size,
+              "num_epochs": config.num_epochs, "learning_rate": config.learning_rate,
+              "weight_decay": config.weight_decay, "logq_correction": config.logq_correction,
+              "remove_accidental_hits": config.remove_accidental_hits, "seed": config.seed,
+              "best_epoch": result.best_epoch}
+    flat = {k: float(v) for k, v in val_metrics.get("two_tower", {}).items()}
+    view = fv.metadata
+    registered = []
+    with registry.start_run(run_name="retrieval", tags={"step": "retrieval"}):
+        import mlflow
+
+        for stats in result.history:
+            mlflow.log_metrics({"train_total_loss": stats.train_total_loss,
+                                "val_total_loss": stats.val_total_loss,
+                                "train_retrieval_loss": stats.train_retrieval_loss,
+                                "val_retrieval_loss": stats.val_retrieval_loss,
+                                "samples_per_second": stats.samples_per_second}, step=stats.epoch)
+        for name, wrapper, example in (
+            ("query_model", QueryPyfunc(result.model), train_df.head(5)),
+            ("candidate_model", CandidatePyfunc(result.model), articles.head(5)),
+        ):
+            registered.append(registry.register(
+                name, wrapper, example, params, flat, view, data_fp, RETRIEVAL_METRIC, force=force))
+    seconds["register"] = time.perf_counter() - t3
+    seconds["total"] = time.perf_counter() - t0
+    return StageResult("retrieval", val_metrics, registered, seconds,
+                       {"best_epoch": result.best_epoch, "model_dir": str(model_dir),
+                        "history": history, "train_rows": train_df.height})
+
+
+def load_retrieval_stage(settings: Settings, fs: FeatureStore, registry: ModelRegistry,
+                         alias: str = "champion") -> RetrievalStage:
+    """The champion two-tower towers from the registry, the index from the candidate model."""
+    query = registry.load("query_model", alias=alias).unwrap_python_model().model
+    candidate = registry.load("candidate_model", alias=alias).unwrap_python_model().model
+    articles = fs.get_feature_group(groups.ARTICLES.name, groups.ARTICLES.version).read()
+    customers = fs.get_feature_group(groups.CUSTOMERS.name, groups.CUSTOMERS.version).read()
+    index = CandidateIndex.build(candidate, articles)
+    return RetrievalStage(query, index, customers)
+
+
+def train_ranking_stage(settings: Settings, progress: Progress | None = None, force: bool = False) -> StageResult:
+    """Build the leak-free ranking dataset from the champion retrieval model, fit CatBoost,
+    evaluate re-ranking on the validation week, register the ranking model."""
+    t0 = time.perf_counter()
+    fs = FeatureStore(settings.store_dir)
+    registry = ModelRegistry.from_settings(settings)
+    layout = split_layout(fs, settings)
+    stage = load_retrieval_stage(settings, fs, registry)
+    inputs = load_inputs(fs)
+    view = ranking_feature_view(fs)
+    train_windows, validation_window, retrieval_train_end = default_windows(
+        layout["validation_start"], n_train_weeks=1, days=settings.VALIDATION_DAYS)
+    seconds = {"read": time.perf_counter() - t0}
+    steps = iter(range(1, 100))
+
+    def say(message: str) -> None:
+        if progress is not None:
+            progress(f"ranking: {message}", next(steps), 7)
+
+    t1 = time.perf_counter()
+    result = train_ranking(
+        inputs.transactions, inputs.articles, inputs.customers, train_windows, validation_window,
+        candidates=stage, pair_scorer=stage.score_pairs, negatives=settings.RANKING_NEGATIVES,
+        k=settings.RETRIEVAL_K, per_positive=settings.RANKING_RANDOM_NEGATIVES_PER_POSITIVE,
+        model_params={"learning_rate": settings.RANKING_LEARNING_RATE,
+                      "iterations": settings.RANKING_ITERATIONS, "depth": settings.RANKING_DEPTH,
+                      "scale_pos_weight": settings.RANKING_SCALE_POS_WEIGHT,
+                      "early_stopping_rounds": settings.RANKING_EARLY_STOPPING_ROUNDS},
+        retrieval_train_end=retrieval_train_end, seed=settings.SEED,
+        reports_dir=settings.reports_dir, progress=say,
+    )
+    seconds["train"] = time.perf_counter() - t1
+
+    t2 = time.perf_counter()
+    catboost_metrics = {k: float(v) for k, v in result.report["metrics"]["catboost"].items()
+                        if isinstance(v, (int, float))}
+    train_rows = inputs.transactions.filter(
+        pl.col("t_dat") < validation_window.start).select("customer_id", "article_id", "t_dat")
+    some_customers = inputs.customers["customer_id"].head(3).to_list()
+    example = candidate_features(inputs.transactions, inputs.articles, inputs.customers, some_customers,
+                                 validation_window.start, stage, 2, stage.score_pairs).head(5)
+    with registry.start_run(run_name="ranking", tags={"step": "ranking"}):
+        reg = registry.register(
+            "ranking_model", RankingPyfunc(result.model), example, result.model.params(),
+            catboost_metrics, view.metadata, fingerprint(train_rows.collect()), RANKING_METRIC,
+            force=force)
+    seconds["register"] = time.perf_counter() - t2
+    seconds["total"] = time.perf_counter() - t0
+    return StageResult("ranking", result.report["metrics"], [reg], seconds,
+                       {"feature_importance": result.feature_importance,
+                        "train_rows": result.train_rows, "validation_rows": result.validation_rows})
