@@ -134,6 +134,12 @@ def test_reinserting_the_same_rows_leaves_an_identical_table(fg):
     assert fg.count() == 3
 
 
+def test_inserting_no_rows_makes_no_commit(fg):
+    v = fg.insert(customers([1], [1.0]))
+    assert fg.insert(customers([], [])) == v
+    assert fg.commit_version() == v and fg.count() == 1
+
+
 def test_duplicate_keys_inside_one_frame_keep_the_last(fg):
     fg.insert(customers([1, 2, 1], [10.0, 20.0, 11.0], ["a", "b", "c"]))
     got = sorted_rows(fg.read())

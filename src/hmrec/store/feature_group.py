@@ -123,6 +123,8 @@ class FeatureGroup:
         """
         schema, data = self._prepare(df)
         table = self._delta()
+        if table is not None and data.height == 0:
+            return table.version()  # nothing to upsert: no empty commit
         n_existing = 0 if table is None else table.count()
         if n_existing == 0:
             return self._write(data, schema, "append", "insert:append", table)
