@@ -174,6 +174,22 @@ def train_ranking(home: Optional[Path] = HomeOpt, seed: Optional[int] = SeedOpt,
     _train(["ranking"], home, None, seed, force)
 
 
+@app.command("evaluate")
+@fails_cleanly
+def evaluate(home: Optional[Path] = HomeOpt, seed: Optional[int] = SeedOpt) -> None:
+    """Score the 4-stage pipeline (each filter policy), two-tower alone and the baselines on the test week."""
+    from hmrec.pipelines.evaluate import run_evaluate_step
+    from hmrec.pipelines.progress import step_progress
+    from hmrec.pipelines.summary import EVALUATION_METRICS, metrics_table
+
+    settings = make_settings(home, None, SEED=seed)
+    with step_progress(console) as progress:
+        step = run_evaluate_step(settings, progress=progress)
+    console.print(metrics_table(f"test week ({step.result.n_customers:,} customers)", step.result.metrics,
+                                EVALUATION_METRICS))
+    console.print(f"report: {step.report_path}\nmetrics: {settings.reports_dir / 'evaluate.json'}")
+
+
 @app.command("run")
 @fails_cleanly
 def run(

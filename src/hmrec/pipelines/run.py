@@ -11,7 +11,10 @@ from hmrec.config import Settings
 from hmrec.pipelines.data import run_data_step
 from hmrec.pipelines.features import run_feature_pipeline
 from hmrec.pipelines.progress import step_progress
-from hmrec.pipelines.summary import features_table, steps_table
+from hmrec.pipelines.evaluate import run_evaluate_step
+from hmrec.pipelines.summary import (EVALUATION_METRICS, features_table, metrics_table, steps_table,
+                                     training_table)
+from hmrec.pipelines.train import train_ranking_stage, train_retrieval_stage
 
 
 def run_all(settings: Settings, console: Console) -> dict[str, float]:
@@ -31,5 +34,20 @@ def run_all(settings: Settings, console: Console) -> dict[str, float]:
     seconds["features"] = time.perf_counter() - t0
     console.print(features_table(features))
 
+    t0 = time.perf_counter()
+    with step_progress(console) as progress:
+        retrieval = train_retrieval_stage(settings, progress=progress)
+        ranking = train_ranking_stage(settings, progress=progress)
+    seconds["train"] = time.perf_counter() - t0
+    console.print(training_table([retrieval, ranking], settings))
+
+    t0 = time.perf_counter()
+    with step_progress(console) as progress:
+        evaluation = run_evaluate_step(settings, progress=progress)
+    seconds["evaluate"] = time.perf_counter() - t0
+    console.print(metrics_table(f"Headline: test week {evaluation.result.test_start} .. "
+                                f"({evaluation.result.n_customers:,} customers)",
+                                evaluation.result.metrics, EVALUATION_METRICS))
+    console.print(f"report: {evaluation.report_path}")
     console.print(steps_table(seconds))
     return seconds

@@ -31,11 +31,11 @@ from hmrec.features import groups
 from hmrec.features.views import RETRIEVAL_VIEW
 from hmrec.ranking import candidate_features, default_windows, load_inputs, ranking_feature_view, train_ranking
 from hmrec.registry import CandidatePyfunc, ModelRegistry, QueryPyfunc, RankingPyfunc, fingerprint
-from hmrec.retrieval.candidates import RetrievalStage
 from hmrec.retrieval.config import TwoTowerConfig
 from hmrec.retrieval.index import CandidateIndex
 from hmrec.retrieval.model import TwoTowerModel
 from hmrec.retrieval.trainer import EpochStats, train
+from hmrec.serving.loading import load_retrieval_stage
 from hmrec.store import FeatureStore
 
 Progress = Callable[..., None]
@@ -153,17 +153,6 @@ def train_retrieval_stage(settings: Settings, progress: Progress | None = None, 
     return StageResult("retrieval", val_metrics, registered, seconds,
                        {"best_epoch": result.best_epoch, "model_dir": str(model_dir),
                         "history": history, "train_rows": train_df.height})
-
-
-def load_retrieval_stage(settings: Settings, fs: FeatureStore, registry: ModelRegistry,
-                         alias: str = "champion") -> RetrievalStage:
-    """The champion two-tower towers from the registry, the index from the candidate model."""
-    query = registry.load("query_model", alias=alias).unwrap_python_model().model
-    candidate = registry.load("candidate_model", alias=alias).unwrap_python_model().model
-    articles = fs.get_feature_group(groups.ARTICLES.name, groups.ARTICLES.version).read()
-    customers = fs.get_feature_group(groups.CUSTOMERS.name, groups.CUSTOMERS.version).read()
-    index = CandidateIndex.build(candidate, articles)
-    return RetrievalStage(query, index, customers)
 
 
 def train_ranking_stage(settings: Settings, progress: Progress | None = None, force: bool = False) -> StageResult:

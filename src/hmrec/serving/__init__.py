@@ -1,0 +1,1 @@
+"""Inference: the 4-stage recommender and its HTTP API."""
