@@ -72,6 +72,11 @@ def popularity_ranking(history: pl.DataFrame, window_days: int = 7) -> list[str]
     return ranked["article_id"].to_list()
 
 
+def _requested(customer_ids: Sequence[str]) -> pl.DataFrame:
+    """The requested customer ids as a one-column frame (for joins), duplicates dropped."""
+    return pl.DataFrame({"customer_id": list(dict.fromkeys(customer_ids))}, schema={"customer_id": pl.String})
+
+
 def _fill(own: Sequence[str], fallback: Sequence[str], k: int) -> list[str]:
     """`own` first (at most k), then `fallback` items not already listed, up to k."""
     out = list(own[:k])
@@ -149,7 +154,8 @@ class PopularityByAgeBaseline(_Baseline):
                 raise EvaluationInputError(f"{type(self).__name__}.fit: customers is missing column {col!r}")
         self.global_ranking_ = popularity_ranking(history, self.window_days)
         groups = customers.select("customer_id", age_group_expr(pl.col("age")).alias("age_group"))
-        self.customer_group_ = dict(zip(groups["customer_id"].to_list(), groups["age_group"].to_list(), strict=True))
+        # kept as a frame: looked up per request by a join, not a dict of every customer
+        self.customer_group_ = groups
         last_day: dt.date = history["t_dat"].max()
         start = last_day - dt.timedelta(days=self.window_days - 1)
         recent = (
@@ -173,9 +179,11 @@ class PopularityByAgeBaseline(_Baseline):
         lists: dict[str, list[str]] = {
             group: _fill(ranking, self.global_ranking_, k) for group, ranking in self.group_ranking_.items()
         }
+        found = _requested(customer_ids).join(self.customer_group_, on="customer_id", how="inner")
+        group_of = dict(zip(found["customer_id"].to_list(), found["age_group"].to_list(), strict=True))
         out: Recommendations = {}
         for c in customer_ids:
-            group_list = lists.get(self.customer_group_.get(c, AGE_UNKNOWN))
+            group_list = lists.get(group_of.get(c, AGE_UNKNOWN))
             out[c] = list(group_list if group_list is not None else global_top)
         return out
 
@@ -206,24 +214,31 @@ class RepurchasePopularityBaseline(_Baseline):
         if self.max_days is not None:
             last_day: dt.date = history["t_dat"].max()
             own = own.filter(pl.col("t_dat") >= last_day - dt.timedelta(days=self.max_days - 1))
-        per_customer = (
-            own.group_by("customer_id", "article_id")
-            .agg(pl.col("t_dat").max().alias("last"), pl.len().alias("n"))
-            .sort(["customer_id", "last", "n", "article_id"], descending=[False, True, True, False])
-            .group_by("customer_id", maintain_order=True)
-            .agg(pl.col("article_id"))
-        )
-        self.own_ = dict(
-            zip(per_customer["customer_id"].to_list(), per_customer["article_id"].to_list(), strict=True)
-        )
+        # kept as rows; grouped per request, only for the customers asked for (a test week's
+        # customers hold a fraction of history: grouping all of it up front costs far more)
+        self.own_ = own.select("customer_id", "article_id", "t_dat")
         return self
+
+    def own_purchases(self, customer_ids: Sequence[str], k: int) -> dict[str, list[str]]:
+        """Each customer's first k own articles in the baseline's order (customers with none are absent)."""
+        per_customer = (
+            self.own_.lazy()
+            .join(_requested(customer_ids).lazy(), on="customer_id", how="semi")
+            .group_by("customer_id", "article_id")
+            .agg(pl.col("t_dat").max().alias("last"), pl.len().alias("n"))
+            .group_by("customer_id")
+            .agg(pl.col("article_id").sort_by(["last", "n", "article_id"], descending=[True, True, False]).head(k))
+            .collect()
+        )
+        return dict(zip(per_customer["customer_id"].to_list(), per_customer["article_id"].to_list(), strict=True))
 
     def recommend(self, customer_ids: Sequence[str], k: int = 12) -> Recommendations:
         _check_k(k)
         top = self.ranking_[:k]
+        owned = self.own_purchases(customer_ids, k)
         out: Recommendations = {}
         for c in customer_ids:
-            own = self.own_.get(c)
+            own = owned.get(c)
             out[c] = _fill(own, self.ranking_, k) if own else list(top)
         return out
 
