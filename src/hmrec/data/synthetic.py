@@ -55,7 +55,7 @@ import math
 import os
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -83,7 +83,6 @@ class GenerationSummary:
     n_articles: int
     seed: int
     fmt: str
-    extra: dict[str, float] = field(default_factory=dict)
 
 
 def default_n_articles(n_customers: int) -> int:

@@ -176,14 +176,15 @@ def make_catalogue(n_articles: int, rng: np.random.Generator) -> Catalogue:
     season[knit & (season[:, 0] == 0)] = (0.4, _WINTER)
     code_amp, code_peak = season[code_combo, 0], season[code_combo, 1]
     seasonal = (code_amp > 0) & (rng.random(n_codes) < 0.6)  # most, not all, launch for their season
-    # Launch: uniform over [-240, N_DAYS + 7) days; 60% of seasonal ones ~75 days before their peak.
-    launch = rng.uniform(-240, N_DAYS + 7, n_codes)
-    year_start = np.floor((launch + 262) / 365.25) * 365.25 - 262  # day index of that Jan 1
-    seasonal_launch = year_start + code_peak - 75 + rng.normal(0, 25, n_codes)
-    launch = np.where(seasonal, seasonal_launch, launch).round().astype(np.int32)
     basics = np.isin(h["garment_group_name"][code_combo], list(_BASICS))
     tau = rng.lognormal(np.log(45), 0.5, n_codes) * np.where(basics, 3.0, 1.0)
     life = (tau * rng.uniform(2.0, 4.0, n_codes)).round().astype(np.int32) + 14
+    # Launch: uniform from (0.8 life) before the window to a week after it (those never sell);
+    # 60% of seasonal ones ~75 days before their season's peak.
+    launch = rng.uniform(-0.8 * life, N_DAYS + 7)
+    year_start = np.floor((launch + 262) / 365.25) * 365.25 - 262  # day index of that Jan 1
+    seasonal_launch = year_start + code_peak - 75 + rng.normal(0, 25, n_codes)
+    launch = np.where(seasonal, seasonal_launch, launch).round().astype(np.int32)
     group_price = np.array([_GROUP_PRICE.get(g, 14.99) for g in h["product_group_name"]])
     type_factor = np.array([_TYPE_PRICE.get(t, 1.0) for t in h["product_type_name"]])
     ig_factor = np.array([_INDEX_GROUP_PRICE.get(g, 1.0) for g in h["index_group_name"]])

@@ -132,7 +132,7 @@ def make_population(n_customers: int, garment_groups: list[str], colour_masters:
     rate = np.minimum(rng.lognormal(np.log(2.1), 1.4, n), 120.0)  # trips per year
     trips = np.where(buyer, 1 + rng.poisson(rate * (end - start + 1) / 365.25), 0).astype(np.int32)
     online = rng.beta(1.2, 0.5, n)
-    repurchase = rng.beta(1.0, 25.0, n)
+    repurchase = rng.beta(1.0, 22.0, n)
 
     # --- file columns -------------------------------------------------------------------------
     fn = rng.random(n) < 0.348
@@ -146,7 +146,7 @@ def make_population(n_customers: int, garment_groups: list[str], colour_masters:
     news[~fn & (v < 0.018)] = None
     news[~fn & (v >= 0.018) & (v < 0.018 + 2 / 1_371_980)] = "None"  # as in the real file (2 rows)
     age_missing = rng.random(n) < 0.0116
-    n_postal = max(1, round(0.257 * n))
+    n_postal = max(1, round(0.32 * n))  # ~0.26 n of them used, as real (352,899 for 1.37M)
     postal_pool = hex_ids(rng, n_postal)
     weight = rng.lognormal(0.0, 1.0, n_postal)
     weight[0] = 0.087 * weight[1:].sum() / 0.913 if n_postal > 1 else 1.0  # one very common code

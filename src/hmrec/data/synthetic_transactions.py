@@ -137,12 +137,14 @@ class _History:
         self.items = np.full((n_customers, HISTORY), -1, dtype=np.int32)
         self.count = np.zeros(n_customers, dtype=np.int64)
 
-    def recall(self, cust: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-        """One remembered article per customer (-1 when none), uniformly among the remembered."""
-        held = np.minimum(self.count[cust], HISTORY)
-        back = np.floor(rng.random(len(cust)) * np.maximum(held, 1)).astype(np.int64)
-        got = self.items[cust, (self.count[cust] - 1 - back) % HISTORY]
-        return np.where(held > 0, got, -1)
+    def recall(self, cust: np.ndarray, on_sale: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        """One remembered article per customer that is still on sale (-1 when none), uniformly."""
+        held = self.items[cust]
+        ok = (held >= 0) & on_sale[np.maximum(held, 0)]
+        n_ok = ok.sum(axis=1)
+        k = np.floor(rng.random(len(cust)) * n_ok).astype(np.int64)  # the k-th eligible one
+        col = np.argmax(np.cumsum(ok, axis=1) > k[:, None], axis=1)
+        return np.where(n_ok > 0, held[np.arange(len(cust)), col], -1)
 
     def holds(self, cust: np.ndarray, art: np.ndarray) -> np.ndarray:
         """Whether each article is among its customer's remembered purchases."""
@@ -206,10 +208,11 @@ def simulate(cat: Catalogue, pop: Population, rng: np.random.Generator,
                     break
                 art[dup] = sampler.draw(item_c[dup], rng)
             # repurchase: some items re-buy an article from an earlier day, if still on sale
-            again = history.recall(item_c, rng)
-            redo = (rng.random(len(item_c)) < pop.repurchase[item_c]) & (again >= 0)
-            redo &= w[np.maximum(again, 0)] > 0
-            art = np.where(redo, again, art)
+            redo = rng.random(len(item_c)) < pop.repurchase[item_c]
+            again = history.recall(item_c[redo], w > 0, rng)
+            redo[redo] = again >= 0
+            again = again[again >= 0]
+            art[redo] = again
             history.remember(item_c, art)
             # price: base price, markdown late in the article's life, some member/campaign discounts
             shop = cat.base_price[art] * np.where(d >= cat.markdown_day[art], cat.markdown_factor[art], 1.0)
