@@ -280,6 +280,20 @@ def load_transactions(path: str | Path) -> pl.DataFrame:
 # ------------------------------------------------------------------ whole dir
 
 
+def _codes(refs: pl.Series, ids: pl.Series) -> pl.Series:
+    """Position of each reference in ``ids`` (unique), null when absent.
+
+    One hash join answers both "is it known?" and "how many distinct?" (on UInt32
+    codes instead of 64-byte strings): at FULL size this costs about half the CPU of
+    a string is_in followed by a string n_unique. Lazy, so that only the code column is
+    materialised (an eager join also gathers the 31.8M ids: +1.3 GB peak at FULL).
+    """
+    codes = pl.int_range(0, ids.len(), dtype=pl.UInt32, eager=True)
+    lookup = pl.LazyFrame({"id": ids, "code": codes})
+    joined = pl.LazyFrame({"id": refs}).join(lookup, on="id", how="left", maintain_order="left")
+    return joined.select("code").collect().get_column("code")
+
+
 def load_raw(data_dir: str | Path, drop_unknown_references: bool = False) -> RawData:
     """Load and cross-check the three raw files of ``data_dir``.
 
@@ -293,12 +307,10 @@ def load_raw(data_dir: str | Path, drop_unknown_references: bool = False) -> Raw
     customers = load_customers(paths["customers"])
     transactions = load_transactions(paths["transactions"])
 
-    known = transactions.select(
-        pl.col("customer_id").is_in(customers.get_column("customer_id").implode()).alias("c"),
-        pl.col("article_id").is_in(articles.get_column("article_id").implode()).alias("a"),
-    )
-    unknown_customer = ~known.get_column("c")
-    unknown_article = ~known.get_column("a") & known.get_column("c")
+    customer_code = _codes(transactions.get_column("customer_id"), customers.get_column("customer_id"))
+    article_code = _codes(transactions.get_column("article_id"), articles.get_column("article_id"))
+    unknown_customer = customer_code.is_null()
+    unknown_article = article_code.is_null() & ~unknown_customer
     dropped = {reason: 0 for reason in DROP_REASONS}
     n_unknown_customer = int(unknown_customer.sum())
     n_unknown_article = int(unknown_article.sum())
@@ -315,6 +327,8 @@ def load_raw(data_dir: str | Path, drop_unknown_references: bool = False) -> Raw
                 "(set drop_unknown_references / DROP_UNKNOWN_REFERENCES to drop such rows)",
             )
         transactions = transactions.filter(~either)
+        customer_code = customer_code.filter(~either)
+        article_code = article_code.filter(~either)
         dropped = {"unknown_customer": n_unknown_customer, "unknown_article": n_unknown_article}
 
     t_dat = transactions.get_column("t_dat")
@@ -328,8 +342,8 @@ def load_raw(data_dir: str | Path, drop_unknown_references: bool = False) -> Raw
         },
         date_min=t_dat.min(),
         date_max=t_dat.max(),
-        n_customers_referenced=transactions.get_column("customer_id").n_unique(),
-        n_articles_referenced=transactions.get_column("article_id").n_unique(),
+        n_customers_referenced=customer_code.n_unique(),
+        n_articles_referenced=article_code.n_unique(),
         dropped=dropped,
         seconds=time.perf_counter() - start,
     )
