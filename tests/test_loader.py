@@ -421,3 +421,19 @@ def test_parquet_bad_value_reports_row(tmp_path: Path) -> None:
         load_transactions(path)
     assert (info.value.column, info.value.row, info.value.value) == ("price", 3, -0.3)
     assert "negative price" in str(info.value)
+
+
+# ------------------------------------------------------------- generated data
+
+
+def test_generated_csv_and_parquet_load_to_identical_frames(tmp_path: Path) -> None:
+    synthetic = pytest.importorskip("hmrec.data.synthetic")
+    for fmt in ("csv", "parquet"):
+        synthetic.generate(tmp_path / fmt, n_customers=60, n_articles=300, seed=3, fmt=fmt)
+    from_csv, from_pq = load_raw(tmp_path / "csv"), load_raw(tmp_path / "parquet")
+    assert from_csv.report.rows["customers"] == 60 and from_csv.report.rows["articles"] == 300
+    assert from_csv.report.n_dropped == 0 and from_csv.transactions.height > 0
+    for table in ("articles", "customers", "transactions"):
+        assert getattr(from_csv, table).schema == polars_schema(table)
+        assert getattr(from_pq, table).equals(getattr(from_csv, table)), table
+    assert from_pq.report.to_dict()["rows"] == from_csv.report.to_dict()["rows"]
