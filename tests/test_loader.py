@@ -437,3 +437,12 @@ def test_generated_csv_and_parquet_load_to_identical_frames(tmp_path: Path) -> N
         assert getattr(from_csv, table).schema == polars_schema(table)
         assert getattr(from_pq, table).equals(getattr(from_csv, table)), table
     assert from_pq.report.to_dict()["rows"] == from_csv.report.to_dict()["rows"]
+
+
+def test_drop_unknown_when_every_transaction_is_unknown(tmp_path: Path) -> None:
+    rows = [f"2019-01-01,{UNKNOWN},0108775015,0.02,2", f"2019-01-02,{C1},0999999001,0.02,2"]
+    report = validate_dir(make_dir(tmp_path / "raw", transactions=rows), drop_unknown_references=True)
+    assert report.rows["transactions"] == 0
+    assert report.dropped == {"unknown_customer": 1, "unknown_article": 1}
+    assert (report.date_min, report.date_max, report.n_customers_referenced) == (None, None, 0)
+    assert report.to_dict()["date_min"] is None and report.to_table().row_count == 9
