@@ -107,7 +107,8 @@ def test_registration_records_signature_example_params_metrics_and_lineage_tags(
     run = registry.client.get_run(reg.run_id)
     assert run.data.params["depth"] == "4" and run.data.params["iterations"] == "20"
     assert run.data.metrics["val_roc_auc"] == 0.8
-    assert run.data.tags["hmrec.data_fingerprint"] == fingerprint(train)
+    assert run.data.tags["hmrec.rank_meta.data_fingerprint"] == fingerprint(train)
+    assert run.data.tags["hmrec.rank_meta.feature_view"] == "ranking:2"
 
     model = registry.load("rank_meta", version=1)
     inputs = {c.name: c.type.name for c in model.metadata.get_input_schema().inputs}

@@ -234,8 +234,8 @@ class ModelRegistry:
                     pip_requirements=model.pip_requirements(),
                     params=str_params or None,
                 )
-            self._log_to_run(run, str_params, metrics, fv, data_fingerprint, info.model_id)
-            mv = self._create_version(name, info.model_uri, run.info.run_id, version_tags)
+            self._log_to_run(name, run, str_params, metrics, fv, data_fingerprint, info.model_id)
+            mv = self._create_version(name, info, run.info.run_id, version_tags)
 
         version = int(mv.version)
         promote, previous, decision = self._champion_decision(
@@ -275,6 +275,7 @@ class ModelRegistry:
 
     def _log_to_run(
         self,
+        name: str,
         run: Any,
         params: Mapping[str, str],
         metrics: Mapping[str, float],
@@ -292,15 +293,15 @@ class ModelRegistry:
             mlflow.log_params(new)
         if metrics:
             mlflow.log_metrics({k: float(v) for k, v in metrics.items()}, model_id=model_id)
+        # Per-model keys: one run may hold models trained on different views.
         mlflow.set_tags(
             {
-                TAG_FV_NAME: str(fv["name"]),
-                TAG_FV_VERSION: str(fv["version"]),
-                TAG_FINGERPRINT: data_fingerprint,
+                f"hmrec.{name}.feature_view": f"{fv['name']}:{fv['version']}",
+                f"hmrec.{name}.data_fingerprint": data_fingerprint,
             }
         )
 
-    def _create_version(self, name: str, source: str, run_id: str, tags: Mapping[str, str]) -> Any:
+    def _create_version(self, name: str, info: Any, run_id: str, tags: Mapping[str, str]) -> Any:
         from mlflow.exceptions import MlflowException
 
         try:
@@ -313,7 +314,10 @@ class ModelRegistry:
             except MlflowException as exc2:  # created meanwhile by another process
                 if exc2.error_code != "RESOURCE_ALREADY_EXISTS":
                     raise
-        return self.client.create_model_version(name, source=source, run_id=run_id, tags=dict(tags))
+        # A tracking server requires model_id with a models:/ source; the SQL store ignores it.
+        return self.client.create_model_version(
+            name, source=info.model_uri, run_id=run_id, tags=dict(tags), model_id=info.model_id
+        )
 
     def _champion_decision(
         self,
