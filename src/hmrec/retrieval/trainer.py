@@ -134,6 +134,22 @@ class _DenseTowers(nn.Module):
 SparseSync = Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
 
 
+@dataclass
+class Parallel:
+    """How train() cooperates with other processes (built by hmrec.retrieval.ddp).
+
+    rank/world: this process's share of every global batch; wrap_dense: wraps the dense
+    towers (DistributedDataParallel); sparse_sync: combines embedding-row gradients of
+    all ranks; all_reduce_sum: sums floats over ranks (epoch loss totals).
+    """
+
+    rank: int
+    world: int
+    wrap_dense: Callable[[nn.Module], nn.Module]
+    sparse_sync: SparseSync
+    all_reduce_sum: Callable[[list[float]], list[float]]
+
+
 class StepEngine:
     """Owns the optimisers and runs one training step; shared by train(), DDP and benchmarks."""
 
@@ -244,6 +260,8 @@ def run_epoch(
     perm = torch.randperm(n, generator=generator)
     rank, world = shard
     n_batches = math.ceil(n / batch_size)
+    if world > 1 and n % batch_size and n % batch_size < world:
+        n_batches -= 1  # a last global batch smaller than the world would leave a rank empty
     loss_sum, seen = 0.0, 0
     for b in range(n_batches):
         glob = perm[b * batch_size : (b + 1) * batch_size]
@@ -347,8 +365,13 @@ def train(
     config: TwoTowerConfig = TwoTowerConfig(),
     on_epoch: Callable[[EpochStats], None] | None = None,
     on_batch: Callable[[int, int], None] | None = None,
+    parallel: Parallel | None = None,
 ) -> TrainResult:
-    """Train a two-tower model on the retrieval view's training split (see module doc)."""
+    """Train a two-tower model on the retrieval view's training split (see module doc).
+
+    ``parallel`` (from hmrec.retrieval.ddp) splits every global batch over processes;
+    all processes end with identical models.
+    """
     t0 = time.perf_counter()
     old_threads = torch.get_num_threads()
     if config.num_threads:
@@ -357,7 +380,19 @@ def train(
         prep = prepare(train_df, val_df, articles_df, config)
         model = prep.model
         model.train()
-        engine = StepEngine(model, config, prep.catalogue, prep.log_q)
+        if parallel is None:
+            engine = StepEngine(model, config, prep.catalogue, prep.log_q)
+            shard = (0, 1)
+        else:
+            engine = StepEngine(
+                model,
+                config,
+                prep.catalogue,
+                prep.log_q,
+                dense_module=parallel.wrap_dense(_DenseTowers(model)),
+                sparse_sync=parallel.sparse_sync,
+            )
+            shard = (parallel.rank, parallel.world)
         gen = torch.Generator().manual_seed(config.seed)
         history: list[EpochStats] = []
         best_epoch, best_value, best_state = 0, None, None
@@ -365,8 +400,11 @@ def train(
         stale = 0
         for epoch in range(1, config.num_epochs + 1):
             te = time.perf_counter()
-            loss_sum, seen = run_epoch(engine, prep.train, config.batch_size, gen, on_batch)
+            loss_sum, seen = run_epoch(engine, prep.train, config.batch_size, gen, on_batch, shard)
             train_seconds = time.perf_counter() - te
+            if parallel is not None:
+                loss_sum, seen_f = parallel.all_reduce_sum([loss_sum, float(seen)])
+                seen = int(round(seen_f))
             engine.flush()
             reg = regularization_loss(model, config.weight_decay)
             train_loss = loss_sum / seen
