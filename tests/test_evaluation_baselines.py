@@ -130,3 +130,13 @@ def test_bad_input_is_a_clear_error():
         PopularityByAgeBaseline().fit(HISTORY, pl.DataFrame({"customer_id": ["u1"]}))
     with pytest.raises(ValueError, match="k must be"):
         PopularityBaseline().fit(HISTORY).recommend(["u1"], k=0)
+
+
+def test_repurchase_longer_then_shorter_request_gives_the_prefix():
+    hist = tx([(i, "u1", f"a{i}") for i in range(15)] + [(0, "u2", "p")])
+    model = RepurchasePopularityBaseline().fit(hist)
+    long = model.recommend(["u1", "u2"], k=14)
+    short = model.recommend(["u1", "u2"], k=3)
+    assert short["u1"] == long["u1"][:3] == ["a0", "a1", "a2"]
+    assert short["u2"] == ["p", "a0", "a1"]
+    assert model.recommend(["u2"], k=2) == {"u2": ["p", "a0"]}

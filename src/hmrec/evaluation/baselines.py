@@ -217,10 +217,18 @@ class RepurchasePopularityBaseline(_Baseline):
         # kept as rows; grouped per request, only for the customers asked for (a test week's
         # customers hold a fraction of history: grouping all of it up front costs far more)
         self.own_ = own.select("customer_id", "article_id", "t_dat")
+        self._own_cache = None
         return self
 
     def own_purchases(self, customer_ids: Sequence[str], k: int) -> dict[str, list[str]]:
-        """Each customer's first k own articles in the baseline's order (customers with none are absent)."""
+        """Each customer's first k own articles in the baseline's order (customers with none are absent).
+
+        The last answer is cached: the harness asks the same customers for 12 and then 100.
+        """
+        key = hash(tuple(customer_ids))
+        cached = getattr(self, "_own_cache", None)
+        if cached is not None and cached[0] == key and cached[1] >= k:
+            return {c: listed[:k] for c, listed in cached[2].items()}
         per_customer = (
             self.own_.lazy()
             .join(_requested(customer_ids).lazy(), on="customer_id", how="semi")
@@ -230,7 +238,9 @@ class RepurchasePopularityBaseline(_Baseline):
             .agg(pl.col("article_id").sort_by(["last", "n", "article_id"], descending=[True, True, False]).head(k))
             .collect()
         )
-        return dict(zip(per_customer["customer_id"].to_list(), per_customer["article_id"].to_list(), strict=True))
+        owned = dict(zip(per_customer["customer_id"].to_list(), per_customer["article_id"].to_list(), strict=True))
+        self._own_cache = (key, k, owned)
+        return owned
 
     def recommend(self, customer_ids: Sequence[str], k: int = 12) -> Recommendations:
         _check_k(k)
