@@ -104,7 +104,7 @@ def run_feature_pipeline(
     ``raw`` defaults to ``load_raw(settings.data_dir)``. With ``sample`` and a
     CUSTOMER_DATA_SIZE other than FULL, a dataset with more customers than the size
     asks for is sampled down (``hmrec.data.sample_customers``, seeded by SEED).
-    ``progress(task, completed, total)`` is called after each stage.
+    ``progress("features", completed, total)`` is called after each stage.
     """
     if mode not in ("overwrite", "upsert"):
         raise ValueError(f"mode must be 'overwrite' or 'upsert', got {mode!r}")
@@ -117,7 +117,7 @@ def run_feature_pipeline(
         nonlocal done
         done += 1
         if progress is not None:
-            progress(f"features: {stage}", done, len(stages))
+            progress("features", done, len(stages))  # one bar; stage names are in summary.seconds
 
     summary = FeaturePipelineSummary(store_dir=str(settings.store_dir))
     clock = time.perf_counter()

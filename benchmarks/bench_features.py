@@ -1,0 +1,121 @@
+"""Time and peak memory of the feature pipeline plus the `retrieval` view's training data.
+
+Usage:
+    python benchmarks/bench_features.py                         # generate SMALL data, then run
+    python benchmarks/bench_features.py --size MEDIUM
+    python benchmarks/bench_features.py --data-dir /tmp/hmrec_full_data --label FULL
+
+Target (issue 3) at FULL (31.8M transactions) on 2 cores / 24 GB: pipeline plus
+retrieval training data in under 10 minutes and under 8 GB peak RSS. Generation (when
+needed) runs in a child process, so the peak printed is the pipeline's own. The
+store goes to a temporary folder (removed afterwards unless --keep). Figures are
+printed and written to benchmarks/results/features_<label>.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import resource
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import psutil
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def _peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+
+
+def _cpu_s() -> float:
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
+
+
+def _generate(out_dir: Path, size: str, seed: int) -> None:
+    code = (
+        "import sys\n"
+        "from hmrec.config import CustomerDataSize, FULL_CUSTOMERS\n"
+        "from hmrec.data import generate\n"
+        "n = CustomerDataSize(sys.argv[2]).n_customers or FULL_CUSTOMERS\n"
+        "generate(sys.argv[1], n_customers=n, seed=int(sys.argv[3]))\n"
+    )
+    subprocess.run([sys.executable, "-c", code, str(out_dir), size, str(seed)], check=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--size", default="SMALL", choices=["SMALL", "MEDIUM", "LARGE", "FULL"])
+    parser.add_argument("--data-dir", type=Path, default=None, help="existing raw files (no generation)")
+    parser.add_argument("--label", default=None, help="results name (default: the size)")
+    parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument("--keep", type=Path, default=None, help="keep the store under this home dir")
+    args = parser.parse_args()
+    label = args.label or args.size
+
+    from hmrec.config import Settings
+    from hmrec.features.views import RETRIEVAL_VIEW
+    from hmrec.pipelines.features import run_feature_pipeline
+    from hmrec.store import FeatureStore
+
+    work = Path(tempfile.mkdtemp(prefix="hmrec_bench_features_"))
+    try:
+        data_dir = args.data_dir
+        if data_dir is None:
+            data_dir = work / "data"
+            t = time.perf_counter()
+            _generate(data_dir, args.size, args.seed)
+            print(f"generated {args.size} data in {time.perf_counter() - t:.1f} s")
+        home = args.keep or (work / "home")
+        # FULL: no sampling; the bench measures exactly the data it is given.
+        settings = Settings(HOME_DIR=home, DATA_DIR=data_dir, CUSTOMER_DATA_SIZE="FULL", SEED=args.seed)
+
+        def progress(task: str, done: float, total: float | None = None) -> None:
+            print(f"  [{time.perf_counter() - t0:7.1f} s, peak {_peak_rss_mb():7.0f} MB] {task} {done}/{total}",
+                  flush=True)
+
+        t0 = time.perf_counter()
+        summary = run_feature_pipeline(settings, progress=progress, write_report=False)
+        pipeline_s = time.perf_counter() - t0
+        pipeline_peak = _peak_rss_mb()
+
+        t1 = time.perf_counter()
+        fv = FeatureStore(settings.store_dir).get_feature_view(RETRIEVAL_VIEW, 1)
+        td = fv.training_data()
+        training_s = time.perf_counter() - t1
+        rows = td.height
+        del td
+        total_s = time.perf_counter() - t0
+
+        result = {
+            "label": label,
+            "data_dir": str(data_dir),
+            "rows": summary.rows,
+            "training_rows": rows,
+            "pipeline_seconds": round(pipeline_s, 2),
+            "pipeline_stage_seconds": summary.seconds,
+            "training_data_seconds": round(training_s, 2),
+            "total_seconds": round(total_s, 2),
+            "cpu_seconds": round(_cpu_s(), 1),
+            "pipeline_peak_rss_mb": round(pipeline_peak),
+            "peak_rss_mb": round(_peak_rss_mb()),
+            "target": "FULL: < 600 s and < 8192 MB",
+            "machine": {"cpus": psutil.cpu_count(), "ram_gb": round(psutil.virtual_memory().total / 2**30, 1),
+                        "python": platform.python_version()},
+        }
+        print(json.dumps(result, indent=2))
+        RESULTS.mkdir(parents=True, exist_ok=True)
+        (RESULTS / f"features_{label}.json").write_text(json.dumps(result, indent=2) + "\n")
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
