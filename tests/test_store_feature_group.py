@@ -244,6 +244,8 @@ def test_schema_is_fixed_by_the_first_insert(fs):
     g = fs.get_or_create_feature_group("free", primary_key=["id"])
     assert g.schema is None
     assert g.read().shape == (0, 0)
+    with pytest.raises(FeatureStoreError, match="has no schema yet"):
+        g.select(["x"])
     g.insert(pl.DataFrame({"id": [1], "x": ["a"]}))
     assert fs.get_feature_group("free").schema == {"id": pl.Int64(), "x": pl.String()}
     with pytest.raises(SchemaMismatchError, match="'x': expected String, got Int64"):

@@ -40,7 +40,7 @@ if TYPE_CHECKING:
     from hmrec.store.query import Query
 
 #: Above this many stored rows a partial upsert uses Delta MERGE instead of a rewrite.
-DEFAULT_REWRITE_MAX_ROWS = 200_000_000
+DEFAULT_REWRITE_MAX_ROWS = 50_000_000  # ~2 GB in memory for a transactions-like table
 
 
 class FeatureGroup:
@@ -233,6 +233,10 @@ class FeatureGroup:
 
     def _columns(self, columns: Sequence[str] | None) -> list[str]:
         schema = self.schema or {}
+        if not schema and columns:
+            raise FeatureStoreError(
+                f"{self.label} has no schema yet: insert data first or pass schema= when creating it"
+            )
         if columns is None:
             return list(schema)
         if isinstance(columns, str):
