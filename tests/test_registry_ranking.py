@@ -233,8 +233,9 @@ def test_bad_input_is_rejected_before_anything_is_stored(registry, ranker, train
     name = "rank_bad"
     example = train.select(FEATURES).head(3)
     good = dict(params={}, feature_view=FEATURE_VIEW, data_fingerprint="fp1-x")
+    wrapped = RankingPyfunc(ranker)
     with pytest.raises(RegistryError, match=r"metric_name 'val_auc' is not among.*val_roc_auc"):
-        registry.register(name, RankingPyfunc(ranker), example, metrics={"val_roc_auc": 0.5}, metric_name="val_auc", **good)
+        registry.register(name, wrapped, example, metrics={"val_roc_auc": 0.5}, metric_name="val_auc", **good)
     with pytest.raises(RegistryError, match="not finite"):
         registry.register(name, RankingPyfunc(ranker), example, metrics={"m": float("nan")}, metric_name="m", **good)
     with pytest.raises(RegistryError, match=r"missing: \['columns'\]"):
@@ -242,7 +243,7 @@ def test_bad_input_is_rejected_before_anything_is_stored(registry, ranker, train
             name, RankingPyfunc(ranker), example, {}, {"m": 1.0}, {"name": "v", "version": 1}, "fp1-x", "m"
         )
     with pytest.raises(RegistryError, match=r"lacks the model's input column\(s\) \['price'\]"):
-        registry.register(name, RankingPyfunc(ranker), example.drop("price"), metrics={"m": 1.0}, metric_name="m", **good)
+        registry.register(name, wrapped, example.drop("price"), metrics={"m": 1.0}, metric_name="m", **good)
     with pytest.raises(RegistryError, match="has no rows"):
         registry.register(name, RankingPyfunc(ranker), example.head(0), metrics={"m": 1.0}, metric_name="m", **good)
     with pytest.raises(RegistryError, match="must be a QueryPyfunc"):

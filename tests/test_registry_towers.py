@@ -129,10 +129,8 @@ def test_query_embeddings_round_trip(registry, registered, two_tower, articles):
 
 
 def test_candidate_embeddings_round_trip(registry, registered, two_tower, articles):
-    catalogue = pl.concat(
-        [articles, pl.DataFrame({"article_id": ["9999999999"], "garment_group_name": ["Shoes"], "index_group_name": [None]})],
-        how="vertical_relaxed",
-    )
+    unseen = pl.DataFrame({"article_id": ["9999999999"], "garment_group_name": ["Shoes"], "index_group_name": [None]})
+    catalogue = pl.concat([articles, unseen], how="vertical_relaxed")
     expected = two_tower.item_tower.embed(catalogue)
     got = registry.load("candidate_model").predict(catalogue.to_pandas())
     np.testing.assert_allclose(got, expected, rtol=1e-6, atol=1e-7)
