@@ -91,6 +91,10 @@ class Settings(BaseSettings):
         description="bf16 logits matmul (faster on CPUs with bf16 support); fp32 when False.",
     )
     RETRIEVAL_K: int = 100
+    RETRIEVAL_POPULAR_CANDIDATES: int = Field(
+        default=50,
+        description="Best sellers of the last week added to the two-tower candidates (0: two-tower only).",
+    )
 
     # --- ranking (reference course names) ------------------------------------------
     RANKING_LEARNING_RATE: float = 0.2

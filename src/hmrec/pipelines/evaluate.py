@@ -18,7 +18,7 @@ from hmrec.config import Settings
 from hmrec.evaluation import EvaluationResult, System, run_evaluation, write_evaluation_report
 from hmrec.features import groups
 from hmrec.pipelines.train import split_layout
-from hmrec.serving.loading import load_recommender
+from hmrec.serving.loading import candidate_budget, load_recommender
 from hmrec.serving.recommender import FILTER_POLICIES, FourStageRecommender
 from hmrec.store import FeatureStore
 
@@ -55,7 +55,7 @@ def two_tower_system(rec: FourStageRecommender, at) -> System:
     """Retrieval alone: the two-tower model's nearest articles, no filter, no ranker."""
 
     def top(customer_ids, k):
-        found = rec.retrieval(list(customer_ids), at, k)
+        found = rec.retrieval.two_tower(list(customer_ids), at, k)
         return {c: [a for a, _ in found.get(c, [])] for c in customer_ids}
 
     return System(recommend=top, candidates=top)
@@ -77,6 +77,6 @@ def run_evaluate_step(settings: Settings, progress: Progress | None = None) -> E
     split, result = run_evaluation(
         transactions, rec.customers, rec.articles, reports_dir=settings.reports_dir,
         extra_systems=systems, seed=settings.SEED, test_days=settings.TEST_DAYS,
-        candidate_k=settings.RETRIEVAL_K)
+        candidate_k=candidate_budget(settings))
     report = write_evaluation_report(settings.reports_dir, split, result, rec.articles)
     return EvaluateStepResult(result, report, time.perf_counter() - t0)

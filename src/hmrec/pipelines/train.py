@@ -35,7 +35,7 @@ from hmrec.retrieval.config import TwoTowerConfig
 from hmrec.retrieval.index import CandidateIndex
 from hmrec.retrieval.model import TwoTowerModel
 from hmrec.retrieval.trainer import EpochStats, train
-from hmrec.serving.loading import load_retrieval_stage
+from hmrec.serving.loading import candidate_budget, load_retrieval_stage
 from hmrec.store import FeatureStore
 
 Progress = Callable[..., None]
@@ -178,7 +178,7 @@ def train_ranking_stage(settings: Settings, progress: Progress | None = None, fo
     result = train_ranking(
         inputs.transactions, inputs.articles, inputs.customers, train_windows, validation_window,
         candidates=stage, pair_scorer=stage.score_pairs, negatives=settings.RANKING_NEGATIVES,
-        k=settings.RETRIEVAL_K, per_positive=settings.RANKING_RANDOM_NEGATIVES_PER_POSITIVE,
+        k=candidate_budget(settings), per_positive=settings.RANKING_RANDOM_NEGATIVES_PER_POSITIVE,
         model_params={"learning_rate": settings.RANKING_LEARNING_RATE,
                       "iterations": settings.RANKING_ITERATIONS, "depth": settings.RANKING_DEPTH,
                       "scale_pos_weight": settings.RANKING_SCALE_POS_WEIGHT,

@@ -9,7 +9,7 @@ HTTP service all see the same embeddings for the same customer and date.
 
 from __future__ import annotations
 
-from datetime import date
+from datetime import date, timedelta
 
 import numpy as np
 import polars as pl
@@ -32,22 +32,45 @@ def query_rows(customers: pl.DataFrame, customer_ids: list[str], as_of: date, co
     )
 
 
-class RetrievalStage:
-    """A trained two-tower model + its candidate index + the customer features it reads."""
+def best_sellers(history: pl.DataFrame, as_of: date, days: int, n: int) -> list[str]:
+    """The n articles sold most in the `days` days before `as_of` (ties: smaller id first)."""
+    start = as_of - timedelta(days=days)
+    return (
+        history.filter((pl.col("t_dat") >= start) & (pl.col("t_dat") < as_of))
+        .group_by("article_id").agg(pl.len().alias("n"))
+        .sort(["n", "article_id"], descending=[True, False])
+        .head(n)["article_id"].to_list()
+    )
 
-    def __init__(self, model: TwoTowerModel, index: CandidateIndex, customers: pl.DataFrame):
+
+class RetrievalStage:
+    """A trained two-tower model + its candidate index + the customer features it reads.
+
+    Candidates come from two sources: the two-tower model's nearest articles, and the
+    `n_popular` best sellers of the `popular_days` days before the request (what any
+    shopper sees on the front page, and what the generated and the real data both
+    reward). Every candidate gets its two-tower score, whichever source found it, so
+    the ranker sees one consistent feature. ``two_tower`` gives the first source alone.
+    """
+
+    def __init__(self, model: TwoTowerModel, index: CandidateIndex, customers: pl.DataFrame,
+                 history: pl.DataFrame | None = None, n_popular: int = 0, popular_days: int = 7):
         self.model = model
         self.index = index
         self.customers = customers
+        self.history = None if history is None else history.select("t_dat", "article_id")
+        self.n_popular = n_popular if history is not None else 0
+        self.popular_days = popular_days
         self._article_pos = {a: i for i, a in enumerate(index.article_ids.to_list())}
+        self._popular: dict[date, list[str]] = {}
 
     def query_embeddings(self, customer_ids: list[str], as_of: date) -> np.ndarray:
         """Query-tower embeddings (float32) of customers on a day."""
         tower = self.model.query_tower
         return tower.embed(query_rows(self.customers, customer_ids, as_of, list(tower.columns)))
 
-    def __call__(self, customer_ids: list[str], as_of: date, k: int) -> dict[str, list[tuple[str, float]]]:
-        """Top-k (article_id, score) per customer: the ranking package's CandidateFn."""
+    def two_tower(self, customer_ids: list[str], as_of: date, k: int) -> dict[str, list[tuple[str, float]]]:
+        """Top-k (article_id, score) per customer from the two-tower model alone."""
         if not customer_ids:
             return {}
         ids, scores = self.index.retrieve(self.query_embeddings(list(customer_ids), as_of), k)
@@ -55,6 +78,35 @@ class RetrievalStage:
             c: list(zip(ids[i].tolist(), scores[i].astype(float).tolist()))
             for i, c in enumerate(customer_ids)
         }
+
+    def popular(self, as_of: date) -> list[str]:
+        """The popularity source's articles for a day (cached per day)."""
+        if self.n_popular <= 0 or self.history is None:
+            return []
+        if as_of not in self._popular:
+            found = best_sellers(self.history, as_of, self.popular_days, self.n_popular)
+            self._popular[as_of] = [a for a in found if a in self._article_pos]
+        return self._popular[as_of]
+
+    def __call__(self, customer_ids: list[str], as_of: date, k: int) -> dict[str, list[tuple[str, float]]]:
+        """At most k candidates per customer, (article_id, two-tower score): the popular
+        articles take `n_popular` of the k places, the two-tower model the rest (its best
+        first), and a popular article the model also found is listed once, so there may be
+        fewer than k. This is the ranking package's CandidateFn and the recommender's
+        stage 1, so training and serving rank the same kind of candidate lists."""
+        popular = self.popular(as_of)[: max(k - 1, 0)]
+        found = self.two_tower(customer_ids, as_of, k - len(popular))
+        if not popular:
+            return found
+        cols = np.fromiter((self._article_pos[a] for a in popular), dtype=np.int64, count=len(popular))
+        q = self.query_embeddings(list(customer_ids), as_of)
+        pop_scores = q @ self.index.embeddings[cols].T
+        out = {}
+        for i, c in enumerate(customer_ids):
+            have = {a for a, _ in found[c]}
+            extra = [(a, float(pop_scores[i, j])) for j, a in enumerate(popular) if a not in have]
+            out[c] = found[c] + extra
+        return out
 
     def score_pairs(self, customer_ids: list[str], article_ids: list[str], as_of: date) -> np.ndarray:
         """Two-tower score of each (customer, article) pair on a day: the ranking package's

@@ -15,6 +15,11 @@ from hmrec.serving.recommender import FourStageRecommender
 from hmrec.store import FeatureStore
 
 
+def candidate_budget(settings: Settings) -> int:
+    """Candidates per customer: RETRIEVAL_K from the two-tower model plus the popular ones."""
+    return settings.RETRIEVAL_K + settings.RETRIEVAL_POPULAR_CANDIDATES
+
+
 def load_retrieval_stage(settings: Settings, fs: FeatureStore, registry: ModelRegistry,
                          alias: str = "champion") -> RetrievalStage:
     """The query tower of `query_model@alias`, and a FAISS index of every article embedded
@@ -23,8 +28,11 @@ def load_retrieval_stage(settings: Settings, fs: FeatureStore, registry: ModelRe
     candidate = registry.load("candidate_model", alias=alias).unwrap_python_model().model
     articles = fs.get_feature_group(groups.ARTICLES.name, groups.ARTICLES.version).read()
     customers = fs.get_feature_group(groups.CUSTOMERS.name, groups.CUSTOMERS.version).read()
+    history = fs.get_feature_group(groups.TRANSACTIONS.name, groups.TRANSACTIONS.version).read(
+        ["t_dat", "article_id"])
     index = CandidateIndex.build(candidate, articles)
-    return RetrievalStage(query, index, customers)
+    return RetrievalStage(query, index, customers, history=history,
+                          n_popular=settings.RETRIEVAL_POPULAR_CANDIDATES)
 
 
 def load_recommender(settings: Settings, alias: str = "champion", filter_policy: str | None = None,
@@ -39,4 +47,4 @@ def load_recommender(settings: Settings, alias: str = "champion", filter_policy:
     return FourStageRecommender(
         retrieval, ranker, fs.get_feature_group(groups.ARTICLES.name, groups.ARTICLES.version).read(),
         retrieval.customers, history, filter_policy=filter_policy or settings.FILTER_POLICY,
-        retrieval_k=settings.RETRIEVAL_K)
+        retrieval_k=candidate_budget(settings))
