@@ -110,9 +110,18 @@ def main() -> None:
             "polars": pl.__version__,
         },
     }
-    for key in ("rows", "file_mb", "frames_mb", "load_seconds", "load_cpu_seconds",
-                "loadavg_1min_before", "transactions_per_second",
-                "rss_after_imports_mb", "peak_rss_mb", "generate_seconds"):
+    for key in (
+        "rows",
+        "file_mb",
+        "frames_mb",
+        "load_seconds",
+        "load_cpu_seconds",
+        "loadavg_1min_before",
+        "transactions_per_second",
+        "rss_after_imports_mb",
+        "peak_rss_mb",
+        "generate_seconds",
+    ):
         print(f"{key:>24}: {result[key]}")
     RESULTS.mkdir(parents=True, exist_ok=True)
     out = RESULTS / f"load_{label}.json"

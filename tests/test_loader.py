@@ -78,7 +78,9 @@ def make_dir(
     """A data dir of three tiny hand-written CSVs; each list replaces the default rows."""
     root.mkdir(parents=True, exist_ok=True)
     write_csv(root / "articles.csv", ART_HEADER, ARTICLE_ROWS if articles is None else articles)
-    write_csv(root / "customers.csv", CUST_HEADER, CUSTOMER_ROWS if customers is None else customers)
+    write_csv(
+        root / "customers.csv", CUST_HEADER, CUSTOMER_ROWS if customers is None else customers
+    )
     write_csv(
         root / "transactions_train.csv",
         TX_HEADER,
@@ -118,7 +120,10 @@ def test_lenient_cases_are_normalised_or_kept(data_dir: Path) -> None:
     assert t.row(0) == t.row(1)
     assert t["article_id"].to_list() == ["0108775015", "0108775015", "0108775044", "0110065001"]
     assert t["t_dat"].to_list() == [
-        date(2018, 9, 20), date(2018, 9, 20), date(2018, 9, 21), date(2020, 9, 22),
+        date(2018, 9, 20),
+        date(2018, 9, 20),
+        date(2018, 9, 21),
+        date(2020, 9, 22),
     ]
     assert t["sales_channel_id"].to_list() == [2, 2, 1, 2]
     assert t["price"][2] == pytest.approx(0.0305084745762711, rel=1e-6)
@@ -169,75 +174,213 @@ def replace(rows: list[str], index: int, row: str) -> list[str]:
 
 REJECTIONS = [
     # (id, file, rows kwarg, column, row, value, reason fragment)
-    ("bad date", "transactions_train.csv",
-     {"transactions": replace(TX_ROWS, 2, f"2018-13-01,{C2},0108775044,0.03,1")},
-     "t_dat", 3, "2018-13-01", "unparseable date"),
-    ("date not zero padded", "transactions_train.csv",
-     {"transactions": replace(TX_ROWS, 0, f"2018-9-20,{C1},0108775015,0.05,2")},
-     "t_dat", 1, "2018-9-20", "unparseable date"),
-    ("empty date", "transactions_train.csv",
-     {"transactions": replace(TX_ROWS, 3, f",{C3},0110065001,0.01,2")},
-     "t_dat", 4, None, "empty value"),
-    ("price not a number", "transactions_train.csv",
-     {"transactions": replace(TX_ROWS, 1, f"2018-09-20,{C1},0108775015,abc,2")},
-     "price", 2, "abc", "not a price"),
-    ("negative price", "transactions_train.csv",
-     {"transactions": replace(TX_ROWS, 3, f"2020-09-22,{C3},0110065001,-0.01,2")},
-     "price", 4, "-0.01", "negative price"),
-    ("nan price", "transactions_train.csv",
-     {"transactions": replace(TX_ROWS, 0, f"2018-09-20,{C1},0108775015,nan,2")},
-     "price", 1, "nan", "not a price"),
-    ("channel 3", "transactions_train.csv",
-     {"transactions": replace(TX_ROWS, 2, f"2018-09-21,{C2},0108775044,0.03,3")},
-     "sales_channel_id", 3, "3", "must be 1 or 2"),
-    ("channel text", "transactions_train.csv",
-     {"transactions": replace(TX_ROWS, 0, f"2018-09-20,{C1},0108775015,0.05,web")},
-     "sales_channel_id", 1, "web", "must be 1 or 2"),
-    ("tx customer id uppercase", "transactions_train.csv",
-     {"transactions": replace(TX_ROWS, 1, f"2018-09-20,{C1.upper()},0108775015,0.05,2")},
-     "customer_id", 2, C1.upper(), "malformed customer_id"),
-    ("tx article id too long", "transactions_train.csv",
-     {"transactions": replace(TX_ROWS, 2, f"2018-09-21,{C2},10108775044,0.03,1")},
-     "article_id", 3, "10108775044", "malformed article_id"),
-    ("tx article id not digits", "transactions_train.csv",
-     {"transactions": replace(TX_ROWS, 3, f"2020-09-22,{C3},01100650A1,0.01,2")},
-     "article_id", 4, "01100650A1", "malformed article_id"),
-    ("customer id short", "customers.csv",
-     {"customers": replace(CUSTOMER_ROWS, 1, f"{C2[:-1]},1.0,1.0,ACTIVE,Regularly,25,{POSTAL}")},
-     "customer_id", 2, C2[:-1], "malformed customer_id"),
-    ("age not a number", "customers.csv",
-     {"customers": replace(CUSTOMER_ROWS, 2, f"{C3},,,,None,forty,{POSTAL}")},
-     "age", 3, "forty", "not an age"),
-    ("age fractional", "customers.csv",
-     {"customers": replace(CUSTOMER_ROWS, 0, f"{C1},,,ACTIVE,NONE,49.5,{POSTAL}")},
-     "age", 1, "49.5", "not an age"),
-    ("FN not a flag", "customers.csv",
-     {"customers": replace(CUSTOMER_ROWS, 1, f"{C2},yes,1.0,ACTIVE,Regularly,25,{POSTAL}")},
-     "FN", 2, "yes", "not a flag"),
-    ("empty postal code", "customers.csv",
-     {"customers": replace(CUSTOMER_ROWS, 2, f"{C3},,,,None,,")},
-     "postal_code", 3, None, "empty value"),
-    ("article id letters", "articles.csv",
-     {"articles": replace(ARTICLE_ROWS, 2, article_row("01100650x1", "0110065"))},
-     "article_id", 3, "01100650x1", "malformed article_id"),
-    ("product code too long", "articles.csv",
-     {"articles": replace(ARTICLE_ROWS, 0, article_row("0108775015", "01087750"))},
-     "product_code", 1, "01087750", "malformed product_code"),
-    ("int code not a number", "articles.csv",
-     {"articles": replace(
-         ARTICLE_ROWS, 1, article_row("108775044", "108775").replace(",253,", ",abc,"))},
-     "product_type_no", 2, "abc", "not an integer"),
-    ("empty required text", "articles.csv",
-     {"articles": replace(
-         ARTICLE_ROWS, 2, article_row("0110065001").replace(",Strap top,", ",,"))},
-     "prod_name", 3, None, "empty value"),
-    ("duplicate article id", "articles.csv",
-     # the same id written with and without its leading zero is a duplicate
-     {"articles": [*ARTICLE_ROWS, article_row("108775015")]},
-     "article_id", 4, "108775015", "duplicate article_id (same as row 1)"),
-    ("duplicate customer id", "customers.csv",
-     {"customers": [*CUSTOMER_ROWS, f"{C2},,,ACTIVE,NONE,30,{POSTAL}"]},
-     "customer_id", 4, C2, "duplicate customer_id (same as row 2)"),
+    (
+        "bad date",
+        "transactions_train.csv",
+        {"transactions": replace(TX_ROWS, 2, f"2018-13-01,{C2},0108775044,0.03,1")},
+        "t_dat",
+        3,
+        "2018-13-01",
+        "unparseable date",
+    ),
+    (
+        "date not zero padded",
+        "transactions_train.csv",
+        {"transactions": replace(TX_ROWS, 0, f"2018-9-20,{C1},0108775015,0.05,2")},
+        "t_dat",
+        1,
+        "2018-9-20",
+        "unparseable date",
+    ),
+    (
+        "empty date",
+        "transactions_train.csv",
+        {"transactions": replace(TX_ROWS, 3, f",{C3},0110065001,0.01,2")},
+        "t_dat",
+        4,
+        None,
+        "empty value",
+    ),
+    (
+        "price not a number",
+        "transactions_train.csv",
+        {"transactions": replace(TX_ROWS, 1, f"2018-09-20,{C1},0108775015,abc,2")},
+        "price",
+        2,
+        "abc",
+        "not a price",
+    ),
+    (
+        "negative price",
+        "transactions_train.csv",
+        {"transactions": replace(TX_ROWS, 3, f"2020-09-22,{C3},0110065001,-0.01,2")},
+        "price",
+        4,
+        "-0.01",
+        "negative price",
+    ),
+    (
+        "nan price",
+        "transactions_train.csv",
+        {"transactions": replace(TX_ROWS, 0, f"2018-09-20,{C1},0108775015,nan,2")},
+        "price",
+        1,
+        "nan",
+        "not a price",
+    ),
+    (
+        "channel 3",
+        "transactions_train.csv",
+        {"transactions": replace(TX_ROWS, 2, f"2018-09-21,{C2},0108775044,0.03,3")},
+        "sales_channel_id",
+        3,
+        "3",
+        "must be 1 or 2",
+    ),
+    (
+        "channel text",
+        "transactions_train.csv",
+        {"transactions": replace(TX_ROWS, 0, f"2018-09-20,{C1},0108775015,0.05,web")},
+        "sales_channel_id",
+        1,
+        "web",
+        "must be 1 or 2",
+    ),
+    (
+        "tx customer id uppercase",
+        "transactions_train.csv",
+        {"transactions": replace(TX_ROWS, 1, f"2018-09-20,{C1.upper()},0108775015,0.05,2")},
+        "customer_id",
+        2,
+        C1.upper(),
+        "malformed customer_id",
+    ),
+    (
+        "tx article id too long",
+        "transactions_train.csv",
+        {"transactions": replace(TX_ROWS, 2, f"2018-09-21,{C2},10108775044,0.03,1")},
+        "article_id",
+        3,
+        "10108775044",
+        "malformed article_id",
+    ),
+    (
+        "tx article id not digits",
+        "transactions_train.csv",
+        {"transactions": replace(TX_ROWS, 3, f"2020-09-22,{C3},01100650A1,0.01,2")},
+        "article_id",
+        4,
+        "01100650A1",
+        "malformed article_id",
+    ),
+    (
+        "customer id short",
+        "customers.csv",
+        {"customers": replace(CUSTOMER_ROWS, 1, f"{C2[:-1]},1.0,1.0,ACTIVE,Regularly,25,{POSTAL}")},
+        "customer_id",
+        2,
+        C2[:-1],
+        "malformed customer_id",
+    ),
+    (
+        "age not a number",
+        "customers.csv",
+        {"customers": replace(CUSTOMER_ROWS, 2, f"{C3},,,,None,forty,{POSTAL}")},
+        "age",
+        3,
+        "forty",
+        "not an age",
+    ),
+    (
+        "age fractional",
+        "customers.csv",
+        {"customers": replace(CUSTOMER_ROWS, 0, f"{C1},,,ACTIVE,NONE,49.5,{POSTAL}")},
+        "age",
+        1,
+        "49.5",
+        "not an age",
+    ),
+    (
+        "FN not a flag",
+        "customers.csv",
+        {"customers": replace(CUSTOMER_ROWS, 1, f"{C2},yes,1.0,ACTIVE,Regularly,25,{POSTAL}")},
+        "FN",
+        2,
+        "yes",
+        "not a flag",
+    ),
+    (
+        "empty postal code",
+        "customers.csv",
+        {"customers": replace(CUSTOMER_ROWS, 2, f"{C3},,,,None,,")},
+        "postal_code",
+        3,
+        None,
+        "empty value",
+    ),
+    (
+        "article id letters",
+        "articles.csv",
+        {"articles": replace(ARTICLE_ROWS, 2, article_row("01100650x1", "0110065"))},
+        "article_id",
+        3,
+        "01100650x1",
+        "malformed article_id",
+    ),
+    (
+        "product code too long",
+        "articles.csv",
+        {"articles": replace(ARTICLE_ROWS, 0, article_row("0108775015", "01087750"))},
+        "product_code",
+        1,
+        "01087750",
+        "malformed product_code",
+    ),
+    (
+        "int code not a number",
+        "articles.csv",
+        {
+            "articles": replace(
+                ARTICLE_ROWS, 1, article_row("108775044", "108775").replace(",253,", ",abc,")
+            )
+        },
+        "product_type_no",
+        2,
+        "abc",
+        "not an integer",
+    ),
+    (
+        "empty required text",
+        "articles.csv",
+        {
+            "articles": replace(
+                ARTICLE_ROWS, 2, article_row("0110065001").replace(",Strap top,", ",,")
+            )
+        },
+        "prod_name",
+        3,
+        None,
+        "empty value",
+    ),
+    (
+        "duplicate article id",
+        "articles.csv",
+        # the same id written with and without its leading zero is a duplicate
+        {"articles": [*ARTICLE_ROWS, article_row("108775015")]},
+        "article_id",
+        4,
+        "108775015",
+        "duplicate article_id (same as row 1)",
+    ),
+    (
+        "duplicate customer id",
+        "customers.csv",
+        {"customers": [*CUSTOMER_ROWS, f"{C2},,,ACTIVE,NONE,30,{POSTAL}"]},
+        "customer_id",
+        4,
+        C2,
+        "duplicate customer_id (same as row 2)",
+    ),
 ]
 
 
@@ -318,7 +461,11 @@ def test_error_survives_pickling() -> None:
     err = RawDataError("a.csv", "age", 7, "x", "not an age")
     back = pickle.loads(pickle.dumps(err))
     assert (back.file, back.column, back.row, back.value, str(back)) == (
-        "a.csv", "age", 7, "x", str(err),
+        "a.csv",
+        "age",
+        7,
+        "x",
+        str(err),
     )
 
 
@@ -441,7 +588,9 @@ def test_generated_csv_and_parquet_load_to_identical_frames(tmp_path: Path) -> N
 
 def test_drop_unknown_when_every_transaction_is_unknown(tmp_path: Path) -> None:
     rows = [f"2019-01-01,{UNKNOWN},0108775015,0.02,2", f"2019-01-02,{C1},0999999001,0.02,2"]
-    report = validate_dir(make_dir(tmp_path / "raw", transactions=rows), drop_unknown_references=True)
+    report = validate_dir(
+        make_dir(tmp_path / "raw", transactions=rows), drop_unknown_references=True
+    )
     assert report.rows["transactions"] == 0
     assert report.dropped == {"unknown_customer": 1, "unknown_article": 1}
     assert (report.date_min, report.date_max, report.n_customers_referenced) == (None, None, 0)

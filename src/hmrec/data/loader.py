@@ -55,7 +55,10 @@ def find_raw_files(data_dir: str | Path) -> dict[str, Path]:
                 break
         else:
             raise RawDataError(
-                str(data_dir / f"{stem}.csv"), None, None, None,
+                str(data_dir / f"{stem}.csv"),
+                None,
+                None,
+                None,
                 f"file not found (expected {stem}.csv or {stem}.parquet in {data_dir})",
             )
     return found
@@ -73,7 +76,9 @@ def _scan(path: Path) -> tuple[pl.LazyFrame, pl.Schema]:
         elif suffix == ".parquet":
             lf = pl.scan_parquet(path)
         else:
-            raise RawDataError(file, None, None, None, "unsupported file type (use .csv or .parquet)")
+            raise RawDataError(
+                file, None, None, None, "unsupported file type (use .csv or .parquet)"
+            )
         schema = lf.collect_schema()
     except pl.exceptions.NoDataError:
         raise RawDataError(file, None, None, None, "empty file (no header, no data rows)") from None
@@ -307,7 +312,9 @@ def load_raw(data_dir: str | Path, drop_unknown_references: bool = False) -> Raw
     customers = load_customers(paths["customers"])
     transactions = load_transactions(paths["transactions"])
 
-    customer_code = _codes(transactions.get_column("customer_id"), customers.get_column("customer_id"))
+    customer_code = _codes(
+        transactions.get_column("customer_id"), customers.get_column("customer_id")
+    )
     article_code = _codes(transactions.get_column("article_id"), articles.get_column("article_id"))
     unknown_customer = customer_code.is_null()
     unknown_article = article_code.is_null() & ~unknown_customer
@@ -322,7 +329,10 @@ def load_raw(data_dir: str | Path, drop_unknown_references: bool = False) -> Raw
             other = paths["customers" if column == "customer_id" else "articles"].name
             value = _raw_row(paths["transactions"], index).get(column)
             raise RawDataError(
-                str(paths["transactions"]), column, index + 1, value,
+                str(paths["transactions"]),
+                column,
+                index + 1,
+                value,
                 f"unknown {column}: not in {other} "
                 "(set drop_unknown_references / DROP_UNKNOWN_REFERENCES to drop such rows)",
             )
