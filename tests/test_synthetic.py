@@ -319,3 +319,10 @@ def test_customer_tastes_beat_popularity_and_noise_does_not(frames):
     assert pop > 0.2  # popularity is a strong baseline ...
     assert personal > 1.15 * pop  # ... that learning each customer's taste clearly beats
     assert shuffled < pop  # someone else's history does not help
+
+
+def test_tiny_catalogues_and_populations_still_make_valid_files(tmp_path):
+    summary = generate(tmp_path, n_customers=2, n_articles=1, seed=0)  # one article, often not on sale
+    raw = load_raw(tmp_path)
+    assert raw.report.rows == summary.rows
+    assert summary.rows["articles"] == 1 and summary.rows["transactions"] > 0

@@ -61,7 +61,7 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from hmrec.data.synthetic_articles import REAL_ARTICLES, make_catalogue
+from hmrec.data.synthetic_articles import MAX_ARTICLES, REAL_ARTICLES, make_catalogue
 from hmrec.data.synthetic_customers import make_population
 from hmrec.data.synthetic_transactions import simulate
 
@@ -153,8 +153,8 @@ def generate(out_dir: str | Path, n_customers: int = 1000, n_articles: int | Non
     if n_customers < 1:
         raise ValueError(f"n_customers must be >= 1, got {n_customers}")
     n_articles = default_n_articles(n_customers) if n_articles is None else int(n_articles)
-    if n_articles < 1:
-        raise ValueError(f"n_articles must be >= 1, got {n_articles}")
+    if not 1 <= n_articles <= MAX_ARTICLES:
+        raise ValueError(f"n_articles must be in 1..{MAX_ARTICLES:,}, got {n_articles}")
     start = time.perf_counter()
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)

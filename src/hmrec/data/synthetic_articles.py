@@ -23,6 +23,8 @@ import polars as pl
 
 #: Articles in the real catalogue (the allocation is exact at this size).
 REAL_ARTICLES = 105_542
+#: Most articles a catalogue can hold (7-digit product codes in the real range run out).
+MAX_ARTICLES = 1_000_000
 #: Days in the transaction window 2018-09-20 .. 2020-09-22 (inclusive).
 N_DAYS = 734
 #: Normalised prices are shop prices divided by this (0.0254 ~ 14.99).
@@ -144,8 +146,8 @@ def _pseudo_words(rng: np.random.Generator, n: int) -> np.ndarray:
 
 def make_catalogue(n_articles: int, rng: np.random.Generator) -> Catalogue:
     """Draw ``n_articles`` articles grouped in product codes, with consistent hierarchy."""
-    if n_articles < 1:
-        raise ValueError(f"n_articles must be >= 1, got {n_articles}")
+    if not 1 <= n_articles <= MAX_ARTICLES:
+        raise ValueError(f"n_articles must be in 1..{MAX_ARTICLES:,}, got {n_articles}")
     hier = read_taxonomy("hierarchy")
     colours = read_taxonomy("colours")
     appear = read_taxonomy("graphical_appearance")
@@ -165,12 +167,10 @@ def make_catalogue(n_articles: int, rng: np.random.Generator) -> Catalogue:
     code = np.cumsum(cut) - 1  # product-code position of each article
     n_codes = int(code[-1]) + 1
     first = np.flatnonzero(cut)
-    rank_in_code = np.arange(n_articles) - first[code]
     code_combo = combo[first]
 
     # --- per product code: launch, life, price, popularity ----------------------------------
     h = {c: hier[c].to_numpy() for c in _HIERARCHY_COLS}
-    ptype = h["product_type_name"][code_combo]
     season = np.array([_SEASON.get(t, (0.0, 0.0)) for t in hier["product_type_name"].to_list()])
     knit = hier["garment_group_name"].to_numpy() == "Knitwear"
     season[knit & (season[:, 0] == 0)] = (0.4, _WINTER)

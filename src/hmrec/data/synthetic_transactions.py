@@ -94,6 +94,8 @@ class _DaySampler:
     def prepare(self, day: int) -> np.ndarray:
         """Compute the day's demand of every article, cell and segment; returns article demand."""
         w = demand(self.cat, day)
+        if not w.any():  # nothing on sale (only in tiny catalogues): sell from the whole catalogue
+            w = self.cat.popularity.copy()
         self.cum = np.concatenate([[0.0], np.cumsum(w[self.by_cell])])
         self.w_cell = (self.cum[self.cell_end] - self.cum[self.cell_start]).reshape(self.n_seg, self.n_col)
         self.w_seg = self.w_cell.sum(axis=1)
