@@ -12,18 +12,8 @@ from hmrec.data.loader import (
 from hmrec.data.schema import RAW_FILES, SCHEMAS, ColumnSpec, polars_schema
 from hmrec.data.validation import DROP_REASONS, RawDataError, ValidationReport
 
-# Written in parallel by another helper; guarded so this package imports before they land.
-# Only a missing module is tolerated; an import error inside one still surfaces.
-try:
-    from hmrec.data.synthetic import GenerationSummary, generate
-except ModuleNotFoundError as exc:  # pragma: no cover
-    if exc.name != "hmrec.data.synthetic":
-        raise
-try:
-    from hmrec.data.sampling import sample_customers
-except ModuleNotFoundError as exc:  # pragma: no cover
-    if exc.name != "hmrec.data.sampling":
-        raise
+from hmrec.data.sampling import sample_customers
+from hmrec.data.synthetic import GenerationSummary, generate
 
 __all__ = [
     "DROP_REASONS",
