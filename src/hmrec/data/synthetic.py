@@ -29,8 +29,9 @@ The generative model (docs/synthetic_data.md has the details and the numbers):
    + individual N(0, 0.7) per index, individual N(0, 0.6) per garment group and
    N(0, 0.5) per colour master (both tilted with age), and a price slope
    N(0.35 * (age - 35)/15, 0.5). Activity: 0.7% never buy; the others shop on
-   1 + Poisson(rate x active years) trips, rate lognormal (median 1.6/yr, capped),
-   half are customers from the start, half join later, 20% churn.
+   1 + Poisson(rate x active years) trips, rate lognormal (median 2.1/yr, sigma
+   1.4, capped at 120/yr); 45% are active all along, 20% join, 20% churn, 15% both.
+   All taste scores are scaled by 1.25.
 3. Transactions (``synthetic_transactions``). Trip days follow the daily traffic
    (yearly cycle, weekends, Black Fridays, a spring-2020 dip) inside the
    customer's active period; a trip is a basket of 1 + NegBin items on one
@@ -38,11 +39,12 @@ The generative model (docs/synthetic_data.md has the details and the numbers):
    choice: segment s (index x garment group x price tier) with probability
    proportional to exp(taste_index + taste_garment + price_slope * tier) x demand of s
    that day; then a colour master ~ exp(taste_colour) x demand of that colour in s;
-   then an article of that cell proportional to its demand. Some items (per-customer
-   Beta(1, 30) rate) instead re-buy one of the customer's last 8 articles from an
-   earlier day, if still on sale; ~7.5% of items are bought in several units
-   (identical rows). The price paid is the base price, marked down late in life,
-   sometimes -10%.
+   then an article of that cell proportional to its demand. A pick the customer
+   already has (last 128 articles) or picked that day is redrawn (up to 5 times).
+   Some items (per-customer Beta(1, 22) rate) instead re-buy one of the customer's
+   last 128 articles from an earlier day that is still on sale; ~7.5% of items are
+   bought in several units (identical rows). The price paid is the base price,
+   marked down late in life, sometimes -10%.
 
 So popularity (with trends and seasons) is a strong baseline, and a model that
 learns each customer's index / garment / colour / price tastes from their history
