@@ -78,3 +78,33 @@ def test_low_precision_logits_stay_close_to_exact():
 def test_hit_removal_without_keys_is_an_error():
     with pytest.raises(ValueError, match="item_keys"):
         in_batch_softmax_loss(Q, I, remove_accidental_hits=True)
+
+
+def test_hit_pairs_equal_brute_force_comparison():
+    from hmrec.retrieval.loss import accidental_hit_pairs
+
+    keys = torch.tensor([5, 1, 5, 2, 1, 5, 9])
+    rows, cols = accidental_hit_pairs(keys)
+    brute = (keys[:, None] == keys[None, :]) & ~torch.eye(7, dtype=torch.bool)
+    assert sorted(zip(rows.tolist(), cols.tolist())) == sorted(map(tuple, brute.nonzero().tolist()))
+    assert rows.tolist() == sorted(rows.tolist())
+    assert accidental_hit_pairs(torch.tensor([3, 1, 2]))[0].numel() == 0
+
+
+def test_fused_loss_is_exact_when_a_positive_is_hopeless():
+    # the positive's probability underflows float32: -log p must still be exact
+    q = torch.tensor([[1.0, 0.0], [0.0, 1.0]], requires_grad=True)
+    i = torch.tensor([[-60.0, 0.0], [60.0, 1.0]], requires_grad=True)
+    ref = in_batch_softmax_loss(q, i)
+    fused = fused_in_batch_softmax_loss(q, i)
+    assert math.isfinite(fused.item()) and fused.item() == pytest.approx(ref.item(), rel=1e-6)
+
+
+def test_low_precision_with_logq_stays_close_to_exact():
+    g = torch.Generator().manual_seed(2)
+    q = torch.randn(300, 16, generator=g) * 0.3
+    i = torch.randn(300, 16, generator=g) * 0.3
+    log_q = torch.log(torch.rand(300, generator=g) * 1e-5 + 1e-8)  # -log q up to ~18
+    exact = in_batch_softmax_loss(q, i, log_q).item()
+    assert fused_in_batch_softmax_loss(q, i, log_q, low_precision=True).item() == pytest.approx(exact, rel=2e-3)
+    assert fused_in_batch_softmax_loss(q, i, log_q).item() == pytest.approx(exact, rel=1e-6)

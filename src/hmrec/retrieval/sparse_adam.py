@@ -24,11 +24,21 @@ identical update).
 
 from __future__ import annotations
 
+import numpy as np
 import torch
+
+#: Step counters are kept as float32 beside the moments; exact up to 2**24 steps.
+MAX_STEPS = 1 << 24
 
 
 class LazyRowAdamW:
-    """AdamW for one embedding table, updating only touched rows (see module doc)."""
+    """AdamW for one embedding table, updating only touched rows (see module doc).
+
+    Memory layout: the optimiser state of row r is one contiguous row
+    ``[exp_avg (d) | exp_avg_sq (d) | last_step (1)]``, so a step does one random gather
+    and one scatter into the state (the cost of a step is dominated by cache/TLB misses
+    on these big tables, not by arithmetic).
+    """
 
     def __init__(
         self,
@@ -38,15 +48,29 @@ class LazyRowAdamW:
         eps: float = 1e-8,
         weight_decay: float = 0.0,
     ) -> None:
+        if weight.dtype != torch.float32 or not weight.is_contiguous():
+            raise ValueError("LazyRowAdamW needs a contiguous float32 table")
         self.weight = weight  # updated in place (pass parameter.data)
         self.lr = float(lr)
         self.beta1, self.beta2 = (float(b) for b in betas)
         self.eps = float(eps)
         self.weight_decay = float(weight_decay)
-        self.exp_avg = torch.zeros_like(weight)
-        self.exp_avg_sq = torch.zeros_like(weight)
-        self.last_step = torch.zeros(weight.shape[0], dtype=torch.int64)
+        d = weight.shape[1]
+        self.dim = d
+        self.state = torch.zeros(weight.shape[0], 2 * d + 1, dtype=torch.float32)
         self.step_count = 0
+
+    @property
+    def exp_avg(self) -> torch.Tensor:
+        return self.state[:, : self.dim]
+
+    @property
+    def exp_avg_sq(self) -> torch.Tensor:
+        return self.state[:, self.dim : 2 * self.dim]
+
+    @property
+    def last_step(self) -> torch.Tensor:
+        return self.state[:, 2 * self.dim]
 
     @property
     def decay_factor(self) -> float:
@@ -54,41 +78,53 @@ class LazyRowAdamW:
         return 1.0 - self.lr * self.weight_decay
 
     @torch.no_grad()
-    def step(self, ids: torch.Tensor, grad_rows: torch.Tensor) -> None:
-        """One AdamW step on the rows ``ids`` (may repeat) with gradients ``grad_rows``."""
+    def step(self, ids: torch.Tensor, grad_rows: torch.Tensor, rows: torch.Tensor | None = None) -> None:
+        """One AdamW step on the rows ``ids`` (may repeat) with gradients ``grad_rows``.
+
+        ``rows`` may pass ``weight[ids]`` when the caller already gathered it (the
+        forward pass did), saving one random read of the table.
+        """
+        if self.step_count + 1 >= MAX_STEPS:
+            raise RuntimeError(f"LazyRowAdamW supports at most {MAX_STEPS} steps")
         self.step_count += 1
         t = self.step_count
-        uniq, inverse = torch.unique(ids.long(), sorted=True, return_inverse=True)
-        grad = torch.zeros(uniq.shape[0], grad_rows.shape[1], dtype=self.weight.dtype)
-        grad.index_add_(0, inverse, grad_rows.to(self.weight.dtype))
-        w = self.weight.index_select(0, uniq)
+        d = self.dim
+        ids_np = ids.numpy()
+        order = np.argsort(ids_np, kind="stable")
+        sorted_ids = ids_np[order]
+        first = np.empty(len(sorted_ids), dtype=bool)
+        first[:1] = True
+        np.not_equal(sorted_ids[1:], sorted_ids[:-1], out=first[1:])
+        starts = np.flatnonzero(first)
+        uniq = torch.from_numpy(sorted_ids[starts].astype(np.int64))
+        g_sorted = grad_rows.float().numpy()[order]
+        grad = torch.from_numpy(g_sorted if len(starts) == len(order) else np.add.reduceat(g_sorted, starts, axis=0))
+        if rows is not None:
+            w = rows.detach().index_select(0, torch.from_numpy(order[starts]))
+        else:
+            w = self.weight.index_select(0, uniq)
+        st = self.state.index_select(0, uniq)
+        m, v, last = st[:, :d], st[:, d : 2 * d], st[:, 2 * d]
         if self.weight_decay:
-            elapsed = (t - self.last_step.index_select(0, uniq)).to(self.weight.dtype)
-            w.mul_(torch.pow(self.decay_factor, elapsed).unsqueeze(1))
-            self.last_step.index_fill_(0, uniq, t)
-        m = self.exp_avg.index_select(0, uniq).mul_(self.beta1).add_(grad, alpha=1.0 - self.beta1)
-        v = self.exp_avg_sq.index_select(0, uniq).mul_(self.beta2).addcmul_(grad, grad, value=1.0 - self.beta2)
+            w.mul_(torch.pow(self.decay_factor, last.sub(t).neg_()).unsqueeze(1))
+        last.fill_(float(t))
+        m.mul_(self.beta1).add_(grad, alpha=1.0 - self.beta1)
+        v.mul_(self.beta2).addcmul_(grad, grad, value=1.0 - self.beta2)
         bias1 = 1.0 - self.beta1**t
         bias2 = 1.0 - self.beta2**t
         denom = v.div(bias2).sqrt_().add_(self.eps)
         w.addcdiv_(m, denom, value=-self.lr / bias1)
         self.weight.index_copy_(0, uniq, w)
-        self.exp_avg.index_copy_(0, uniq, m)
-        self.exp_avg_sq.index_copy_(0, uniq, v)
+        self.state.index_copy_(0, uniq, st)
 
     @torch.no_grad()
     def flush(self) -> None:
         """Apply the decay owed by rows not touched since their last update."""
         if not self.weight_decay or self.step_count == 0:
             return
-        elapsed = (self.step_count - self.last_step).to(self.weight.dtype)
+        elapsed = self.last_step.sub(self.step_count).neg_()
         self.weight.mul_(torch.pow(self.decay_factor, elapsed).unsqueeze(1))
-        self.last_step.fill_(self.step_count)
+        self.state[:, 2 * self.dim] = float(self.step_count)
 
     def state_dict(self) -> dict:
-        return {
-            "exp_avg": self.exp_avg,
-            "exp_avg_sq": self.exp_avg_sq,
-            "last_step": self.last_step,
-            "step_count": self.step_count,
-        }
+        return {"state": self.state, "step_count": self.step_count}

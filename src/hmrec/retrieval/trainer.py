@@ -18,6 +18,7 @@ from __future__ import annotations
 import copy
 import math
 import time
+import warnings
 from dataclasses import asdict, dataclass, field
 from typing import Callable
 
@@ -161,6 +162,7 @@ class StepEngine:
         log_q: torch.Tensor | None,
         dense_module: nn.Module | None = None,
         sparse_sync: SparseSync | None = None,
+        fused_loss: bool = True,
     ) -> None:
         self.model = model
         self.config = config
@@ -170,30 +172,52 @@ class StepEngine:
         self.sparse_sync = sparse_sync
         dense_params = [p for p in _DenseTowers(model).parameters()]
         self.dense_opt = torch.optim.AdamW(
-            dense_params, lr=config.learning_rate, weight_decay=config.weight_decay, foreach=True
+            dense_params, lr=config.learning_rate, weight_decay=config.weight_decay, fused=True
         )
         self.tables = [*model.query_tower.embeddings, *model.item_tower.embeddings]
         self.sparse_opts = [
             LazyRowAdamW(t.weight.data, lr=config.learning_rate, weight_decay=config.weight_decay) for t in self.tables
         ]
         self.n_query_tables = len(model.query_tower.embeddings)
-        self._loss = self._make_loss()
+        self.fused_loss = fused_loss
+        self.compiled = False
+        self._forward = self._eager_forward
+        if config.compile and dense_module is None:
+            self._forward = self._compiled_forward
+            self._compiled_fn = torch.compile(self._reference_forward, dynamic=False)
+            self.compiled = True
 
-    # -- loss -------------------------------------------------------------------------
-    def _make_loss(self):
+    def describe(self) -> str:
+        """Which numeric path runs (for logs and benchmarks)."""
+        if self.compiled:
+            path = "torch.compile(towers + loss)"
+        else:
+            path = "eager, " + ("fused loss" if self.fused_loss else "reference loss")
+        return f"{path}, {'bf16' if self.config.fast_matmul else 'fp32'} logits"
+
+    # -- forward variants ------------------------------------------------------------
+    def _eager_forward(self, q_rows, q_in, i_rows, i_in, log_q, keys) -> torch.Tensor:
         cfg = self.config
-
-        def exact(q, i, log_q, keys):
-            return in_batch_softmax_loss(q, i, log_q, keys, cfg.remove_accidental_hits)
-
-        def fused(q, i, log_q, keys):
+        q, i = self.dense(q_rows, q_in, i_rows, i_in)
+        if self.fused_loss:
             return fused_in_batch_softmax_loss(
                 q, i, log_q, keys, cfg.remove_accidental_hits, low_precision=cfg.fast_matmul, chunk=cfg.loss_chunk
             )
+        return in_batch_softmax_loss(q, i, log_q, keys, cfg.remove_accidental_hits, low_precision=cfg.fast_matmul)
 
-        if cfg.fast_matmul or cfg.compile:
-            return fused
-        return exact
+    def _reference_forward(self, q_rows, q_cat, q_dense, i_rows, i_cat, i_dense, log_q, keys) -> torch.Tensor:
+        cfg = self.config
+        q, i = self.dense(q_rows, TowerInputs(q_cat, q_dense), i_rows, TowerInputs(i_cat, i_dense))
+        return in_batch_softmax_loss(q, i, log_q, keys, cfg.remove_accidental_hits, low_precision=cfg.fast_matmul)
+
+    def _compiled_forward(self, q_rows, q_in, i_rows, i_in, log_q, keys) -> torch.Tensor:
+        try:
+            return self._compiled_fn(q_rows, q_in.cat, q_in.dense, i_rows, i_in.cat, i_in.dense, log_q, keys)
+        except Exception as exc:  # no compiler toolchain, unsupported op, ...: stay correct, just slower
+            warnings.warn(f"torch.compile unavailable ({type(exc).__name__}: {exc}); using the eager path", RuntimeWarning)
+            self._forward = self._eager_forward
+            self.compiled = False
+            return self._eager_forward(q_rows, q_in, i_rows, i_in, log_q, keys)
 
     def batch_loss(self, q_in: TowerInputs, item_pos: torch.Tensor, grad: bool) -> tuple[torch.Tensor, list]:
         """Forward pass of a batch; returns the loss and the (ids, rows) of every table."""
@@ -209,9 +233,8 @@ class StepEngine:
                 rows.requires_grad_(True)
             gathered.append((ids, rows))
             (q_rows if k < self.n_query_tables else i_rows).append(rows)
-        q, i = self.dense(q_rows, q_in, i_rows, i_in)
         log_q = None if self.log_q is None else self.log_q.index_select(0, item_pos)
-        return self._loss(q, i, log_q, item_pos), gathered
+        return self._forward(q_rows, q_in, i_rows, i_in, log_q, item_pos), gathered
 
     def step(self, q_in: TowerInputs, item_pos: torch.Tensor) -> float:
         """One optimisation step; returns the batch's mean retrieval loss."""
@@ -223,7 +246,9 @@ class StepEngine:
             g = rows.grad
             if self.sparse_sync is not None:
                 ids, g = self.sparse_sync(ids, g)
-            opt.step(ids, g)
+                opt.step(ids, g)
+            else:
+                opt.step(ids, g, rows)
         return float(loss.detach())
 
     def flush(self) -> None:
