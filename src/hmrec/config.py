@@ -96,6 +96,12 @@ class Settings(BaseSettings):
         description="Best sellers of the last week added to the two-tower candidates (0: two-tower only).",
     )
 
+    RETRIEVAL_POPULARITY_PRIOR: float = Field(
+        default=1.0,
+        description="Weight of the current-popularity prior added to two-tower scores at retrieval "
+        "(0: plain two-tower scores).",
+    )
+
     # --- ranking (reference course names) ------------------------------------------
     RANKING_LEARNING_RATE: float = 0.2
     RANKING_ITERATIONS: int = 100
@@ -106,7 +112,10 @@ class Settings(BaseSettings):
     RANKING_RANDOM_NEGATIVES_PER_POSITIVE: int = 10
 
     # --- serving -------------------------------------------------------------------
-    FILTER_POLICY: str = "exclude_purchased_except_repurchase"
+    FILTER_POLICY: str = Field(
+        default="exclude_purchased",
+        description="Stage 2 of the recommender; chosen by `hmrec evaluate` on generated data (see README).",
+    )
     API_TOKEN: str | None = Field(default=None, description="Bearer token for POST /events and /admin/*.")
 
     # --- derived paths -----------------------------------------------------------------

@@ -183,7 +183,7 @@ def train_ranking_stage(settings: Settings, progress: Progress | None = None, fo
                       "iterations": settings.RANKING_ITERATIONS, "depth": settings.RANKING_DEPTH,
                       "scale_pos_weight": settings.RANKING_SCALE_POS_WEIGHT,
                       "early_stopping_rounds": settings.RANKING_EARLY_STOPPING_ROUNDS},
-        retrieval_train_end=retrieval_train_end, seed=settings.SEED,
+        retrieval_train_end=retrieval_train_end, seed=settings.SEED, positives="retrieved",
         reports_dir=settings.reports_dir, progress=say,
     )
     seconds["train"] = time.perf_counter() - t1

@@ -54,15 +54,55 @@ class RetrievalStage:
     """
 
     def __init__(self, model: TwoTowerModel, index: CandidateIndex, customers: pl.DataFrame,
-                 history: pl.DataFrame | None = None, n_popular: int = 0, popular_days: int = 7):
+                 history: pl.DataFrame | None = None, n_popular: int = 0, popular_days: int = 7,
+                 prior_weight: float = 0.0):
         self.model = model
         self.index = index
         self.customers = customers
         self.history = None if history is None else history.select("t_dat", "article_id")
         self.n_popular = n_popular if history is not None else 0
         self.popular_days = popular_days
+        self.prior_weight = prior_weight if history is not None else 0.0
         self._article_pos = {a: i for i, a in enumerate(index.article_ids.to_list())}
         self._popular: dict[date, list[str]] = {}
+        self._dated_index: tuple[date, CandidateIndex] | None = None
+
+    def popularity_prior(self, as_of: date, smoothing: float = 1.0) -> np.ndarray:
+        """Per indexed article: log share of the last `popular_days` days' sales minus log
+        share of all sales before `as_of` (both smoothed).
+
+        With logQ correction the two-tower score estimates log p(article | customer),
+        which carries the article's popularity over the whole training period. Fashion
+        sells in short windows, so that stale popularity is swapped for the current
+        one at retrieval time: score = q.v + prior_weight * prior. Only history before
+        `as_of` is read, so it is point-in-time safe.
+        """
+        assert self.history is not None
+        before = self.history.filter(pl.col("t_dat") < as_of)
+        recent = before.filter(pl.col("t_dat") >= as_of - timedelta(days=self.popular_days))
+        n = len(self.index)
+
+        def shares(df: pl.DataFrame) -> np.ndarray:
+            counts = np.zeros(n, dtype=np.float64)
+            grouped = df.group_by("article_id").len()
+            pos = np.fromiter((self._article_pos.get(a, -1) for a in grouped["article_id"].to_list()),
+                              dtype=np.int64, count=grouped.height)
+            ok = pos >= 0
+            counts[pos[ok]] = grouped["len"].to_numpy()[ok]
+            return (counts + smoothing) / (counts.sum() + smoothing * n)
+
+        return (np.log(shares(recent)) - np.log(shares(before))).astype(np.float32)
+
+    def _index_for(self, as_of: date) -> CandidateIndex:
+        """The candidate index, with the popularity prior of `as_of` as one more dimension
+        (query side 1.0), so FAISS still finds the exact top-k of q.v + w * prior."""
+        if self.prior_weight == 0.0:
+            return self.index
+        if self._dated_index is None or self._dated_index[0] != as_of:
+            prior = self.prior_weight * self.popularity_prior(as_of)
+            emb = np.hstack([self.index.embeddings, prior[:, None]])
+            self._dated_index = (as_of, CandidateIndex(self.index.article_ids, emb))
+        return self._dated_index[1]
 
     def query_embeddings(self, customer_ids: list[str], as_of: date) -> np.ndarray:
         """Query-tower embeddings (float32) of customers on a day."""
@@ -70,10 +110,14 @@ class RetrievalStage:
         return tower.embed(query_rows(self.customers, customer_ids, as_of, list(tower.columns)))
 
     def two_tower(self, customer_ids: list[str], as_of: date, k: int) -> dict[str, list[tuple[str, float]]]:
-        """Top-k (article_id, score) per customer from the two-tower model alone."""
+        """Top-k (article_id, score) per customer from the two-tower model (with the
+        popularity prior of `as_of` when prior_weight is set)."""
         if not customer_ids:
             return {}
-        ids, scores = self.index.retrieve(self.query_embeddings(list(customer_ids), as_of), k)
+        q = self.query_embeddings(list(customer_ids), as_of)
+        if self.prior_weight != 0.0:
+            q = np.hstack([q, np.ones((q.shape[0], 1), dtype=np.float32)])
+        ids, scores = self._index_for(as_of).retrieve(q, k)
         return {
             c: list(zip(ids[i].tolist(), scores[i].astype(float).tolist()))
             for i, c in enumerate(customer_ids)
