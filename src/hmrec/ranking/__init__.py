@@ -11,8 +11,10 @@ Public API (see each module for details)::
     classification_metrics, classification_report_text                # metrics.py
     feature_separation, null_pattern_leaks                            # leakage.py
     load_inputs, ranking_feature_view                                 # inputs.py (store)
+    BlendedCandidates                                                 # candidates.py
 """
 
+from hmrec.ranking.candidates import BlendedCandidates
 from hmrec.ranking.dataset import (
     ARTICLE_FEATURES,
     CONTEXT_FEATURES,
@@ -62,6 +64,7 @@ __all__ = [
     "DAYS_SINCE_NEVER",
     "INTERACTION_FEATURES",
     "TWO_TOWER_SCORE",
+    "BlendedCandidates",
     "CandidateFn",
     "PairScorer",
     "RankingModel",

@@ -180,7 +180,7 @@ def build_ranking_dataset(
     pair_scorer: PairScorer | None = None,
     k: int = 100,
     per_positive: int = 10,
-    positives: str = "all",
+    positives: str | None = None,
     seed: int = 42,
     retrieval_train_end: date | None = None,
 ) -> pl.DataFrame:
@@ -189,13 +189,18 @@ def build_ranking_dataset(
     negatives: "retrieval" (the customer's top-k candidates not bought; needs
     `candidates`) or "random" (`per_positive` uniform catalogue articles per positive).
     positives: "all" (every distinct purchase in the window) or "retrieved" (only
-    purchases among the customer's top-k candidates, so both classes come from the
-    list the ranker re-orders at serving time; needs `candidates`).
+    purchases among the customer's candidates, so both classes come from the list the
+    ranker re-orders at serving time; needs `candidates`). Default (None): "retrieved"
+    with retrieval negatives, "all" with random ones. With "all" and retrieval
+    negatives, every negative is a candidate but many positives are not, so the model
+    learns "candidate-like means not bought" (measured: MAP@12 0.032 vs 0.085).
     retrieval_train_end: the first date the retrieval model did NOT train on; a window
     starting earlier raises, because its two-tower scores would be in-sample.
     """
     if negatives not in NEGATIVE_KINDS:
         raise ValueError(f"negatives must be one of {NEGATIVE_KINDS}, got {negatives!r}")
+    if positives is None:
+        positives = "retrieved" if negatives == "retrieval" else "all"
     if positives not in ("all", "retrieved"):
         raise ValueError(f"positives must be 'all' or 'retrieved', got {positives!r}")
     if (negatives == "retrieval" or positives == "retrieved") and candidates is None:

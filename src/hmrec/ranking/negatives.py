@@ -132,7 +132,7 @@ def candidate_frame(
         batch = ids[start : start + batch_size]
         result = candidates(batch, as_of, k)
         for customer in batch:
-            for position, (article, value) in enumerate(result.get(customer, ())[:k], start=1):
+            for position, (article, value) in enumerate(result.get(customer, ()), start=1):
                 cust.append(customer)
                 art.append(article)
                 score.append(value)

@@ -267,7 +267,7 @@ def train_ranking(
     candidates: CandidateFn,
     pair_scorer: PairScorer | None = None,
     negatives: str = "retrieval",
-    positives: str = "all",
+    positives: str | None = None,
     k: int = 100,
     per_positive: int = 10,
     model_params: dict | None = None,
@@ -282,8 +282,11 @@ def train_ranking(
 ) -> RankingResult:
     """Build the datasets, fit CatBoost, evaluate on the validation window, write the report.
 
-    candidates: the retrieval stage, ``candidates(customer_ids, as_of, k)``; used for
-    retrieval negatives and for the candidates re-ranked in evaluation.
+    candidates: the retrieval stage, ``candidates(customer_ids, as_of, k)`` (e.g.
+    BlendedCandidates around the two-tower); used for retrieval negatives and for the
+    candidates re-ranked in evaluation.
+    positives: see build_ranking_dataset (default "retrieved": purchases among the
+    candidates, so training rows look like what the ranker re-orders).
     pair_scorer: two-tower score of any (customer, article) pair as of a date; adds
     the ``two_tower_score`` feature (left out without it).
     model_params: RankingModel keyword arguments (reference settings by default).
@@ -308,7 +311,7 @@ def train_ranking(
         return build_ranking_dataset(
             tx, articles, customers, windows, negatives=kind, candidates=candidates,
             pair_scorer=pair_scorer, k=k, per_positive=per_positive,
-            positives=positives if kind == "retrieval" else "all", seed=seed,
+            positives=positives if kind == "retrieval" else None, seed=seed,
             retrieval_train_end=retrieval_train_end,
         )
 
@@ -357,7 +360,7 @@ def train_ranking(
         # features missing far more often in one class (should be empty; see leakage.py)
         "null_pattern_leaks": null_pattern_leaks(train, feature_columns(train)),
         "negatives": negatives,
-        "positives": positives,
+        "positives": positives or ("retrieved" if negatives == "retrieval" else "all"),
         "k": k,
         "windows": {
             "train": [[str(w.start), str(w.end)] for w in train_windows],

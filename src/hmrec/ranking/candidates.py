@@ -1,0 +1,112 @@
+"""Candidate sources for the ranker: two-tower top-k, recent best sellers, recent purchases.
+
+Measured on generated data (MEDIUM, README table): the two-tower's top-100 alone held
+about 7% of the validation week's purchases, so even a perfect re-ranker of it lost to
+"everyone gets last week's best sellers". Adding last week's 50 best sellers and the
+customer's purchases of the last 8 weeks lifted that ceiling to about 35%, and the
+ranker then beat popularity. Every candidate, whatever its source, carries the
+two-tower score of the pair and the list is ordered by it, so "order by two-tower
+score" stays a fair baseline on the same list.
+"""
+
+from __future__ import annotations
+
+from datetime import date, timedelta
+
+import numpy as np
+import polars as pl
+
+from hmrec.ranking.interactions import PairScorer
+from hmrec.ranking.negatives import CandidateFn
+
+
+class BlendedCandidates:
+    """A CandidateFn: ``retrieval`` top-k ∪ best sellers ∪ the customer's recent purchases.
+
+    retrieval: the two-tower candidate generator; pair_scorer: its score for any pair.
+    transactions: purchase history (t_dat, customer_id, article_id); only rows before
+    each call's ``as_of`` are read. n_popular: best sellers of the ``popular_days``
+    days before as_of; repurchase_days: how far back a customer's own purchases are
+    offered again (0 turns it off). Best sellers are cached per as_of.
+    """
+
+    def __init__(
+        self,
+        retrieval: CandidateFn,
+        pair_scorer: PairScorer,
+        transactions: pl.DataFrame | pl.LazyFrame,
+        n_popular: int = 50,
+        popular_days: int = 7,
+        repurchase_days: int = 56,
+    ) -> None:
+        self.retrieval = retrieval
+        self.pair_scorer = pair_scorer
+        self.transactions = transactions
+        self.n_popular = n_popular
+        self.popular_days = popular_days
+        self.repurchase_days = repurchase_days
+        self._popular: dict[date, list[str]] = {}
+
+    def popular(self, as_of: date) -> list[str]:
+        """The n_popular best sellers of the popular_days days before as_of (ties by id)."""
+        if as_of not in self._popular:
+            top = (
+                self.transactions.lazy()
+                .filter(
+                    (pl.col("t_dat") < as_of)
+                    & (pl.col("t_dat") >= as_of - timedelta(days=self.popular_days))
+                )
+                .group_by("article_id")
+                .agg(pl.len().alias("n"))
+                .sort(["n", "article_id"], descending=[True, False])
+                .head(self.n_popular)
+                .collect()
+            )
+            self._popular[as_of] = top["article_id"].to_list()
+        return self._popular[as_of]
+
+    def recent_purchases(self, customer_ids: list[str], as_of: date) -> dict[str, list[str]]:
+        """Distinct articles each customer bought in the repurchase_days before as_of."""
+        if self.repurchase_days <= 0 or not customer_ids:
+            return {}
+        bought = (
+            self.transactions.lazy()
+            .filter(
+                (pl.col("t_dat") < as_of)
+                & (pl.col("t_dat") >= as_of - timedelta(days=self.repurchase_days))
+                & pl.col("customer_id").is_in(pl.Series(customer_ids, dtype=pl.String).implode())
+            )
+            .group_by("customer_id")
+            .agg(pl.col("article_id").unique().sort())
+            .collect()
+        )
+        return dict(zip(bought["customer_id"].to_list(), bought["article_id"].to_list()))
+
+    def __call__(self, customer_ids: list[str], as_of: date, k: int) -> dict[str, list[tuple[str, float]]]:
+        """Each customer's blended candidates, best two-tower score first (NaN scores last)."""
+        if not customer_ids:
+            return {}
+        base = self.retrieval(list(customer_ids), as_of, k)
+        popular = self.popular(as_of)
+        mine = self.recent_purchases(list(customer_ids), as_of)
+        cust: list[str] = []
+        arts: list[str] = []
+        for c in customer_ids:
+            listed = dict.fromkeys(a for a, _ in base.get(c, ()))
+            listed.update(dict.fromkeys(popular))
+            listed.update(dict.fromkeys(mine.get(c, ())))
+            cust.extend([c] * len(listed))
+            arts.extend(listed)
+        scores = np.asarray(self.pair_scorer(cust, arts, as_of), dtype=np.float64)
+        order_key = np.where(np.isnan(scores), -np.inf, scores)
+        out: dict[str, list[tuple[str, float]]] = {}
+        start = 0
+        while start < len(cust):
+            c = cust[start]
+            end = start
+            while end < len(cust) and cust[end] == c:
+                end += 1
+            idx = start + np.argsort(-order_key[start:end], kind="stable")
+            out[c] = [(arts[i], float(scores[i])) for i in idx]
+            start = end
+        return out
