@@ -186,3 +186,31 @@ def test_feature_rows_takes_a_given_score_but_rejects_partial_ones(world: dict) 
             pairs.with_columns(pl.Series("two_tower_score", [0.5, None])),
             world["transactions"], world["articles"], world["customers"],
         )
+
+
+def test_thinning_and_customer_restriction(world: dict) -> None:
+    arts = world["articles"]["article_id"].to_list()
+
+    def candidates(cids: list[str], as_of: date, k: int) -> dict:
+        return {c: [(a, 0.0) for a in arts[:k]] for c in cids}
+
+    ws = _windows(world)
+    full = build_ranking_dataset(
+        world["transactions"], world["articles"], world["customers"], ws, candidates=candidates, k=60
+    )
+    thin = build_ranking_dataset(
+        world["transactions"], world["articles"], world["customers"], ws, candidates=candidates, k=60,
+        negatives_per_customer=5,
+    )
+    pos_cols = ["customer_id", "article_id", "as_of"]
+    assert thin.filter(pl.col("label") == 1).select(pos_cols).equals(full.filter(pl.col("label") == 1).select(pos_cols))
+    per = thin.filter(pl.col("label") == 0).group_by("customer_id", "as_of").len()
+    assert per["len"].max() == 5
+    assert thin.filter(pl.col("label") == 0).join(full.filter(pl.col("label") == 0), on=pos_cols, how="anti").height == 0
+    some = sorted(set(full["customer_id"].to_list()))[:7]
+    only = build_ranking_dataset(
+        world["transactions"], world["articles"], world["customers"], ws, candidates=candidates, k=60,
+        customer_ids=some,
+    )
+    assert set(only["customer_id"]) == set(some)
+    assert only.height == full.filter(pl.col("customer_id").is_in(some)).height

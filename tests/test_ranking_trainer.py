@@ -97,3 +97,13 @@ def test_ranked_lists_breaks_ties_by_the_tie_column() -> None:
          "s": [1.0, 2.0, 1.0, 0.0], "r": [3, 2, 1, 1]}
     )
     assert ranked_lists(df, "s", k=2, tie_break="r") == {"c": ["b", "z"], "d": ["a"]}
+
+
+def test_evaluation_sample_and_thinned_training_rows(world: dict) -> None:
+    res = _train(world, compare_random_negatives=False, max_eval_customers=50, negatives_per_customer=8)
+    m = res.report["metrics"]
+    assert all(m[s]["n_customers"] == 50 for s in ("catboost", "two_tower", "popularity"))
+    rows = res.report["rows"]
+    n_train_customers_upper = rows["train_positives"]  # every kept customer has >= 1 positive
+    assert rows["train"] - rows["train_positives"] <= 8 * n_train_customers_upper
+    assert res.report["max_eval_customers"] == 50

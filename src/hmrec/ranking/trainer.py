@@ -238,7 +238,7 @@ def _fit(
     kind: str,
     params: dict,
     train: pl.DataFrame,
-    valid_full: pl.DataFrame,
+    valid_full: pl.DataFrame | None,
     early_stopping: str,
     holdout_share: float,
     seed: int,
@@ -276,6 +276,8 @@ def train_ranking(
     holdout_share: float = 0.1,
     compare_random_negatives: bool = True,
     yetirank: bool = False,
+    negatives_per_customer: int | None = None,
+    max_eval_customers: int | None = None,
     seed: int = 42,
     reports_dir: Path | None = None,
     progress: Progress | None = None,
@@ -295,6 +297,11 @@ def train_ranking(
     compare_random_negatives: also fit the reference's random-negative variant and
     report it as ``catboost_random_negatives``. yetirank: also fit CatBoostRanker
     (YetiRank) on the same rows as ``catboost_yetirank``.
+    negatives_per_customer: thin retrieval negatives of the TRAINING rows to at most
+    this many per customer and window (see build_ranking_dataset); validation rows are
+    never thinned.
+    max_eval_customers: evaluate on a seeded sample of this many validation buyers
+    (all when None); the report's n_customers says how many were used.
     reports_dir: when given, writes ranking.json and the importance PNG there.
     """
     say = progress or (lambda _msg: None)
@@ -307,18 +314,27 @@ def train_ranking(
     started = time.perf_counter()
     tx = transactions.lazy()
 
-    def dataset(windows: Sequence[Window], kind: str) -> pl.DataFrame:
+    actual = purchases_by_customer(tx, validation_window)
+    if max_eval_customers is not None and len(actual) > max_eval_customers:
+        buyers = sorted(actual)
+        pick = np.random.default_rng(seed).choice(len(buyers), max_eval_customers, replace=False)
+        actual = {buyers[i]: actual[buyers[i]] for i in np.sort(pick)}
+    eval_customers = sorted(actual)
+
+    def dataset(windows: Sequence[Window], kind: str, training: bool) -> pl.DataFrame:
         return build_ranking_dataset(
             tx, articles, customers, windows, negatives=kind, candidates=candidates,
             pair_scorer=pair_scorer, k=k, per_positive=per_positive,
             positives=positives if kind == "retrieval" else None, seed=seed,
             retrieval_train_end=retrieval_train_end,
+            negatives_per_customer=negatives_per_customer if training else None,
+            customer_ids=None if training else eval_customers,
         )
 
     say(f"building {negatives}-negative training rows for {len(train_windows)} window(s)")
-    train = dataset(train_windows, negatives)
+    train = dataset(train_windows, negatives, training=True)
     say(f"building validation rows ({validation_window.start} .. {validation_window.end})")
-    valid = dataset([validation_window], negatives)
+    valid = dataset([validation_window], negatives, training=False)
     say(f"fitting CatBoost on {train.height:,} rows ({int(train[LABEL].sum()):,} positives)")
     main = _fit("classifier", params, train, valid, early_stopping, holdout_share, seed)
     models = {"catboost": main}
@@ -331,17 +347,20 @@ def train_ranking(
     random_rows = None
     if compare_random_negatives and negatives != "random":
         say("fitting the random-negative variant (reference dataset) for comparison")
-        random_train = dataset(train_windows, "random")
+        random_train = dataset(train_windows, "random", training=True)
         random_rows = random_train.height
+        random_valid = (
+            dataset([validation_window], "random", training=False)
+            if early_stopping == "validation"
+            else None
+        )
         models["catboost_random_negatives"] = _fit(
-            "classifier", params, random_train, dataset([validation_window], "random"),
-            early_stopping, holdout_share, seed,
+            "classifier", params, random_train, random_valid, early_stopping, holdout_share, seed
         )
 
-    say("re-ranking validation candidates")
-    actual = purchases_by_customer(tx, validation_window)
+    say(f"re-ranking the candidates of {len(eval_customers):,} validation customers")
     cand_rows = candidate_features(
-        tx, articles, customers, sorted(actual), validation_window.start, candidates, k, pair_scorer
+        tx, articles, customers, eval_customers, validation_window.start, candidates, k, pair_scorer
     )
     metrics = evaluate_reranking(
         models, cand_rows, actual, global_popularity(tx, validation_window.start)
@@ -378,6 +397,8 @@ def train_ranking(
         "params": main.params(),
         "best_iteration": main.best_iteration,
         "early_stopping": early_stopping,
+        "negatives_per_customer": negatives_per_customer,
+        "max_eval_customers": max_eval_customers,
     }
     if reports_dir is not None:
         plot = plot_feature_importance(importance, Path(reports_dir) / IMPORTANCE_PLOT)
