@@ -1,0 +1,267 @@
+"""In-memory lookups for the single-request path of the 4-stage recommender.
+
+The batch path builds ranking features with Polars joins over the whole purchase
+history (hmrec.ranking.feature_rows): right for 5,000 customers at once, far too slow
+for one request (~60 ms, mostly per-call query planning). This module holds the same
+facts indexed for one customer at a time:
+
+* each customer's purchases (day, article row), sorted by customer, plus the
+  purchases added since (events);
+* every article's and customer's ranking attributes, already converted exactly as
+  ``hmrec.ranking.model.to_pool`` converts them (categories as strings with nulls
+  as ``<NA>``, numbers as floats), so CatBoost sees identical inputs;
+* article sales in the 7/28 days before a day, per day asked (kept up to date as
+  purchases arrive).
+
+``features`` computes, for one customer and a list of candidate articles, the same
+values ``feature_rows`` does; the tests hold the two paths to equal scores.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import threading
+from collections import OrderedDict
+
+import numpy as np
+import polars as pl
+from catboost import FeaturesData
+
+from hmrec.features.on_demand import month_cos, month_sin
+from hmrec.ranking import (
+    ARTICLE_FEATURES,
+    CUSTOMER_FEATURES,
+    DAYS_SINCE_NEVER,
+    INTERACTION_FEATURES,
+    TWO_TOWER_SCORE,
+)
+from hmrec.ranking.model import MISSING_CATEGORY, RankingModel
+
+_EPOCH = dt.date(1970, 1, 1)
+_CONTEXT = ("month_sin", "month_cos")
+#: Days whose article sales are kept (a service asks for one or two days at a time).
+_SALES_CACHE = 8
+
+
+def day_number(day: dt.date) -> int:
+    return (day - _EPOCH).days
+
+
+class UnsupportedModel(ValueError):
+    """The ranking model uses a feature this path cannot compute (use the batch path)."""
+
+
+def _codes(values: list) -> np.ndarray:
+    """Dense int codes of values (None -> -1), plus a final -1 for the unknown-article row."""
+    mapping: dict = {}
+    out = np.full(len(values) + 1, -1, dtype=np.int32)
+    for i, v in enumerate(values):
+        if v is not None:
+            out[i] = mapping.setdefault(v, len(mapping))
+    return out
+
+
+def _converted(df: pl.DataFrame, names: list[str], cats: set[str]) -> tuple[np.ndarray, np.ndarray]:
+    """Columns as to_pool converts them: categories -> bytes objects, numbers -> float32."""
+    cat_names = [c for c in names if c in cats]
+    num_names = [c for c in names if c not in cats]
+    cat = np.empty((df.height + 1, len(cat_names)), dtype=object)
+    for j, c in enumerate(cat_names):
+        values = df.select(pl.col(c).cast(pl.String).fill_null(MISSING_CATEGORY))[c].to_list()
+        cat[:-1, j] = [v.encode() for v in values]
+        cat[-1, j] = MISSING_CATEGORY.encode()  # the row of an unknown key
+    num = np.full((df.height + 1, len(num_names)), np.nan, dtype=np.float32)
+    for j, c in enumerate(num_names):
+        num[:-1, j] = df.select(pl.col(c).cast(pl.Float64))[c].to_numpy().astype(np.float32)
+    return cat, num
+
+
+class OnlineLookups:
+    """Per-customer history, per-article/customer attributes and sales counts, in memory."""
+
+    def __init__(self, articles: pl.DataFrame, customers: pl.DataFrame, history: pl.DataFrame,
+                 ranker: RankingModel) -> None:
+        names = list(ranker.feature_names_)
+        cats = set(ranker.cat_features_)
+        self.kind = ranker.kind
+        self.model = ranker.model_
+        cust_cols = [c for c in CUSTOMER_FEATURES if c in customers.columns]
+        art_cols = [c for c in ARTICLE_FEATURES if c in articles.columns]
+        known = set(_CONTEXT) | set(cust_cols) | set(art_cols) | set(INTERACTION_FEATURES) | {TWO_TOWER_SCORE}
+        unknown = [c for c in names if c not in known]
+        if unknown:
+            raise UnsupportedModel(f"ranking features {unknown} have no single-request definition")
+        self.num_names = [c for c in names if c not in cats]
+        self.cat_names = [c for c in names if c in cats]
+        self.cust_names = [c for c in names if c in cust_cols]
+        self.art_names = [c for c in names if c in art_cols]
+
+        # articles: attributes (converted), interaction keys, position in the FAISS index
+        self.article_ids: list[str] = articles["article_id"].to_list()
+        self.article_row = {a: i for i, a in enumerate(self.article_ids)}
+        self.n_articles = len(self.article_ids)
+        self.art_cat, self.art_num = _converted(articles, self.art_names, cats)
+        self.art_product = _codes(articles["product_code"].to_list())
+        self.art_index_group = _codes(articles["index_group_name"].to_list())
+        self.art_garment = _codes(articles["garment_group_name"].to_list())
+
+        # customers: attributes (converted); the last row is "unknown" (all null)
+        unique = customers.unique("customer_id", keep="first", maintain_order=True)
+        self.customer_row = {c: i for i, c in enumerate(unique["customer_id"].to_list())}
+        self.cust_cat, self.cust_num = _converted(unique, self.cust_names, cats)
+        self._cust_cat_pos = {c: j for j, c in enumerate(c for c in self.cust_names if c in cats)}
+        self._cust_num_pos = {c: j for j, c in enumerate(c for c in self.cust_names if c not in cats)}
+        self._art_cat_pos = {c: j for j, c in enumerate(c for c in self.art_names if c in cats)}
+        self._art_num_pos = {c: j for j, c in enumerate(c for c in self.art_names if c not in cats)}
+
+        # history sorted by customer: day numbers and article rows (-1: not in the catalogue)
+        rows = pl.DataFrame({"article_id": self.article_ids,
+                             "_a": pl.Series(range(self.n_articles), dtype=pl.Int32)})
+        h = (history.select("customer_id", pl.col("t_dat").cast(pl.Int32).alias("_d"), "article_id")
+             .join(rows, on="article_id", how="left", maintain_order="left")
+             .with_columns(pl.col("_a").fill_null(-1))
+             .sort("customer_id", maintain_order=True))
+        self.days = h["_d"].to_numpy().astype(np.int32)
+        self.arts = h["_a"].to_numpy().astype(np.int32)
+        runs = h.group_by("customer_id", maintain_order=True).len()
+        ends = np.cumsum(runs["len"].to_numpy())
+        starts = ends - runs["len"].to_numpy()
+        self.span = dict(zip(runs["customer_id"].to_list(), zip(starts.tolist(), ends.tolist())))
+        self.extra: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+        self.extra_days: list[int] = []
+        self.extra_arts: list[int] = []
+        self._sales: OrderedDict[int, tuple[np.ndarray, np.ndarray]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    # ------------------------------------------------------------------ updates
+    def add(self, days: list[int], customer_ids: list[str], article_ids: list[str]) -> None:
+        """Purchases that arrived after the store was read (day numbers)."""
+        with self._lock:
+            for d, c, a in zip(days, customer_ids, article_ids):
+                row = self.article_row.get(a, -1)
+                old_d, old_a = self.extra.get(c, (np.zeros(0, np.int32), np.zeros(0, np.int32)))
+                # copy-on-write: a request reading the old arrays keeps a consistent view
+                self.extra[c] = (np.append(old_d, np.int32(d)), np.append(old_a, np.int32(row)))
+                self.extra_days.append(d)
+                self.extra_arts.append(row)
+                if row >= 0:
+                    for at, (s7, s28) in self._sales.items():
+                        if at - 7 <= d < at:
+                            s7[row] += 1
+                        if at - 28 <= d < at:
+                            s28[row] += 1
+
+    # ------------------------------------------------------------------ reads
+    def history_of(self, customer_id: str) -> tuple[np.ndarray, np.ndarray]:
+        """(days, article rows) of every purchase of a customer (store + events)."""
+        start, end = self.span.get(customer_id, (0, 0))
+        d, a = self.days[start:end], self.arts[start:end]
+        more = self.extra.get(customer_id)
+        if more is not None:
+            d, a = np.concatenate([d, more[0]]), np.concatenate([a, more[1]])
+        return d, a
+
+    def sales(self, at: int) -> tuple[np.ndarray, np.ndarray]:
+        """Article sales (per article row) in [at-7, at) and [at-28, at)."""
+        with self._lock:
+            found = self._sales.get(at)
+            if found is not None:
+                self._sales.move_to_end(at)
+                return found
+            days = np.concatenate([self.days, np.asarray(self.extra_days, dtype=np.int32)])
+            arts = np.concatenate([self.arts, np.asarray(self.extra_arts, dtype=np.int32)])
+            out = []
+            for w in (7, 28):
+                m = (days >= at - w) & (days < at) & (arts >= 0)
+                out.append(np.bincount(arts[m], minlength=self.n_articles + 1).astype(np.int32))
+            self._sales[at] = (out[0], out[1])
+            if len(self._sales) > _SALES_CACHE:
+                self._sales.popitem(last=False)
+            return self._sales[at]
+
+    def features(self, customer_id: str, at: dt.date, cand_rows: np.ndarray,
+                 pair_scores: np.ndarray | None = None) -> FeaturesData:
+        """The ranker's inputs for one customer's candidates (article rows), as of `at`;
+        `pair_scores`: the two-tower score of each candidate (the retrieval's score_pairs)."""
+        at_n = day_number(at)
+        n = len(cand_rows)
+        d, a = self.history_of(customer_id)
+        past = d < at_n
+        d, a = d[past], a[past]
+        total = len(a)
+        art_n: dict[int, int] = {}
+        art_last: dict[int, int] = {}
+        prod_n: dict[int, int] = {}
+        prod_last: dict[int, int] = {}
+        idx_n: dict[int, int] = {}
+        gar_n: dict[int, int] = {}
+        for day, row in zip(d.tolist(), a.tolist()):
+            if row < 0:
+                continue
+            art_n[row] = art_n.get(row, 0) + 1
+            if day > art_last.get(row, -10**9):
+                art_last[row] = day
+            p = int(self.art_product[row])
+            if p >= 0:
+                prod_n[p] = prod_n.get(p, 0) + 1
+                if day > prod_last.get(p, -10**9):
+                    prod_last[p] = day
+            g = int(self.art_index_group[row])
+            if g >= 0:
+                idx_n[g] = idx_n.get(g, 0) + 1
+            g = int(self.art_garment[row])
+            if g >= 0:
+                gar_n[g] = gar_n.get(g, 0) + 1
+
+        rows = cand_rows.tolist()
+        prods = self.art_product[cand_rows].tolist()
+        igs = self.art_index_group[cand_rows].tolist()
+        gars = self.art_garment[cand_rows].tolist()
+        s7, s28 = self.sales(at_n)
+        cols: dict[str, np.ndarray] = {
+            "customer_article_purchases": np.array([art_n.get(r, 0) for r in rows], np.float32),
+            "customer_product_purchases": np.array([prod_n.get(p, 0) if p >= 0 else 0 for p in prods], np.float32),
+            "days_since_article_purchase": np.array(
+                [at_n - art_last[r] if r in art_last else DAYS_SINCE_NEVER for r in rows], np.float32),
+            "days_since_product_purchase": np.array(
+                [at_n - prod_last[p] if p in prod_last else DAYS_SINCE_NEVER for p in prods], np.float32),
+            "customer_total_purchases": np.full(n, total, np.float32),
+            "customer_index_group_share": np.array(
+                [idx_n.get(g, 0) / total if total > 0 and g >= 0 else 0.0 for g in igs], np.float32),
+            "customer_garment_group_share": np.array(
+                [gar_n.get(g, 0) / total if total > 0 and g >= 0 else 0.0 for g in gars], np.float32),
+            "article_sales_7d": s7[cand_rows].astype(np.float32),
+            "article_sales_28d": s28[cand_rows].astype(np.float32),
+        }
+        if TWO_TOWER_SCORE in self.num_names:
+            if pair_scores is None:
+                raise ValueError(f"the ranking model needs {TWO_TOWER_SCORE}: pass pair_scores")
+            cols[TWO_TOWER_SCORE] = np.asarray(pair_scores, dtype=np.float32)
+        cols["month_sin"] = np.full(n, month_sin(at), np.float32)
+        cols["month_cos"] = np.full(n, month_cos(at), np.float32)
+        crow = self.customer_row.get(customer_id, -1)
+        for c, j in self._cust_num_pos.items():
+            cols[c] = np.full(n, self.cust_num[crow, j], np.float32)
+        for c, j in self._art_num_pos.items():
+            cols[c] = self.art_num[cand_rows, j]
+
+        num = np.empty((n, len(self.num_names)), dtype=np.float32)
+        for j, c in enumerate(self.num_names):
+            num[:, j] = cols[c]
+        cat = np.empty((n, len(self.cat_names)), dtype=object)
+        for j, c in enumerate(self.cat_names):
+            if c in self._cust_cat_pos:
+                cat[:, j] = self.cust_cat[crow, self._cust_cat_pos[c]]
+            else:
+                cat[:, j] = self.art_cat[cand_rows, self._art_cat_pos[c]]
+        return FeaturesData(num_feature_data=num, cat_feature_data=cat,
+                            num_feature_names=self.num_names, cat_feature_names=self.cat_names)
+
+    def predict(self, data: FeaturesData) -> np.ndarray:
+        """Scores as RankingModel.predict gives them (one thread: ~150 rows)."""
+        from catboost import Pool
+
+        pool = Pool(data, thread_count=1)
+        if self.kind == "classifier":
+            return self.model.predict_proba(pool, thread_count=1)[:, 1]
+        return np.asarray(self.model.predict(pool, thread_count=1), dtype=float)

@@ -1,0 +1,140 @@
+"""A tiny trained home (store + registry) for the serving tests, and a real server in a
+subprocess or a thread.
+
+Training runs once per test process (the pipelines are the ones `hmrec run` calls, with
+small epochs); each server gets its own copy of the store and registry database, so a
+test that posts events or registers a model changes nothing another test sees.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import httpx
+
+from hmrec.config import Settings
+
+_BUILT: dict[str, Path] = {}
+TOKEN = "test-token-0123456789"
+
+
+def tiny_settings(home: Path, **overrides) -> Settings:
+    values = dict(HOME_DIR=home, TWO_TOWER_NUM_EPOCHS=2, TWO_TOWER_MODEL_BATCH_SIZE=256,
+                  RANKING_ITERATIONS=20, RANKING_DEPTH=4, SEED=7)
+    values.update(overrides)
+    return Settings(**values)
+
+
+def trained_home(base: Path) -> Path:
+    """Generate ~300 customers, build features, train and register both models (once)."""
+    if "home" not in _BUILT:
+        from hmrec.data import generate
+        from hmrec.pipelines.features import run_feature_pipeline
+        from hmrec.pipelines.train import train_ranking_stage, train_retrieval_stage
+
+        home = base / "trained"
+        settings = tiny_settings(home)
+        generate(settings.data_dir, n_customers=300, seed=7)
+        run_feature_pipeline(settings)
+        train_retrieval_stage(settings)
+        train_ranking_stage(settings)
+        _BUILT["home"] = home
+    return _BUILT["home"]
+
+
+def copy_home(src: Path, dst: Path) -> Path:
+    """The store and the registry database (artifacts stay where the database points)."""
+    dst.mkdir(parents=True, exist_ok=True)
+    shutil.copytree(src / "store", dst / "store")
+    shutil.copy2(src / "mlflow.db", dst / "mlflow.db")
+    return dst
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_ready(base_url: str, timeout_s: float = 300.0, proc: subprocess.Popen | None = None) -> httpx.Response:
+    """Poll /health until 200 (fails if the server process dies first)."""
+    deadline = time.monotonic() + timeout_s
+    last: Exception | httpx.Response | None = None
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"server exited with {proc.returncode}: {proc.stderr.read() if proc.stderr else ''}")
+        try:
+            r = httpx.get(f"{base_url}/health", timeout=5)
+            if r.status_code == 200:
+                return r
+            last = r
+        except httpx.TransportError as exc:
+            last = exc
+        time.sleep(0.1)
+    raise TimeoutError(f"{base_url} not ready: {last!r}")
+
+
+class ServerProcess:
+    """`serve(Settings())` in a child process, configured through the environment."""
+
+    def __init__(self, home: Path, **env: str) -> None:
+        self.home = home
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.env = {**os.environ, "HMREC_HOME": str(home), **env}
+        self.proc: subprocess.Popen | None = None
+
+    def start(self) -> "ServerProcess":
+        code = ("import sys; from hmrec.config import Settings; from hmrec.serving.api import serve; "
+                f"serve(Settings(), host='127.0.0.1', port={self.port})")
+        self.proc = subprocess.Popen([sys.executable, "-c", code], env=self.env, stdout=subprocess.DEVNULL,
+                                     stderr=subprocess.PIPE, text=True)
+        wait_ready(self.url, proc=self.proc)
+        return self
+
+    def kill9(self) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait()
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+class ServerThread:
+    """A real uvicorn server for an app object, in a thread of this process."""
+
+    def __init__(self, app) -> None:
+        import uvicorn
+
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning"))
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+
+    def start(self, ready: bool = True) -> "ServerThread":
+        self.thread.start()
+        deadline = time.monotonic() + 60
+        while not self.server.started and time.monotonic() < deadline:
+            time.sleep(0.02)
+        if ready:
+            wait_ready(self.url)
+        return self
+
+    def stop(self) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=30)

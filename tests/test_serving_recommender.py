@@ -1,0 +1,145 @@
+"""The 4-stage recommender's single-request path against its batch path (the reference),
+on a tiny trained home: same articles, same scores, before and after new purchases."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import numpy as np
+import polars as pl
+import pytest
+from serving_home import tiny_settings, trained_home
+
+from hmrec.features import groups
+from hmrec.registry import ModelRegistry
+from hmrec.serving.loading import candidate_budget, load_retrieval_stage
+from hmrec.serving.recommender import FILTER_POLICIES, FourStageRecommender
+from hmrec.store import FeatureStore
+
+
+@pytest.fixture(scope="module")
+def home(tmp_path_factory):
+    return trained_home(tmp_path_factory.mktemp("serving"))
+
+
+@pytest.fixture(scope="module")
+def parts(home):
+    """The champion models and the store's features, read once."""
+    settings = tiny_settings(home)
+    fs, registry = FeatureStore(settings.store_dir), ModelRegistry.from_settings(settings)
+    stage = load_retrieval_stage(settings, fs, registry)
+    ranker = registry.load("ranking_model", alias="champion").unwrap_python_model().model
+    articles = fs.get_feature_group(groups.ARTICLES.name).read()
+    history = fs.get_feature_group(groups.TRANSACTIONS.name).read(["t_dat", "customer_id", "article_id"])
+    return settings, stage, ranker, articles, history
+
+
+@pytest.fixture()
+def rec(parts):
+    """A fresh recommender per test (tests add purchases to it; the stage is not changed)."""
+    settings, stage, ranker, articles, history = parts
+    return FourStageRecommender(stage, ranker, articles, stage.customers, history,
+                                filter_policy=settings.FILTER_POLICY, retrieval_k=candidate_budget(settings))
+
+
+def _day_after(rec) -> dt.date:
+    return rec.last_day() + dt.timedelta(days=1)
+
+
+def _buyers(rec, n: int) -> list[str]:
+    """Customers with the most purchases (they exercise every filter rule)."""
+    counts = rec.history.group_by("customer_id").len().sort(["len", "customer_id"], descending=[True, False])
+    return counts["customer_id"].head(n).to_list()
+
+
+def _assert_same(batch, single):
+    for b, s in zip(batch, single, strict=True):
+        assert s.customer_id == b.customer_id
+        assert s.article_ids == b.article_ids
+        assert s.scores == b.scores  # exactly: same inputs reach the same trees
+        assert s.stages == b.stages and s.cold_start == b.cold_start
+
+
+@pytest.mark.parametrize("policy", FILTER_POLICIES)
+def test_single_requests_equal_the_batch_path(rec, policy):
+    r = rec.with_policy(policy)
+    customers = _buyers(r, 25) + r.customers["customer_id"].tail(5).to_list() + ["f" * 64]
+    for at in (_day_after(r), _day_after(r) - dt.timedelta(days=40)):
+        batch = r.recommend_batch(customers, at, k=12)
+        single = [r.recommend(c, at, k=12) for c in customers]
+        _assert_same(batch, single)
+        assert sum(x.stages.count("ranking") for x in single) > 0
+
+
+def test_answers_do_not_depend_on_who_else_is_in_the_batch(rec):
+    at = _day_after(rec)
+    customers = _buyers(rec, 12)
+    alone = [rec.recommend_batch([c], at, k=12)[0] for c in customers]
+    _assert_same(rec.recommend_batch(customers, at, k=12), alone)
+
+
+def test_embeddings_equal_the_offline_retrieval_stage(rec, parts):
+    """The recommender's per-day embedding table holds what RetrievalStage computes for a
+    batch of customers (the offline pipeline's way), bit for bit."""
+    stage = parts[1]
+    at = _day_after(rec)
+    customers = rec.customers["customer_id"].head(50).to_list()
+    np.testing.assert_array_equal(rec.query_embeddings(customers, at), stage.query_embeddings(customers, at))
+    np.testing.assert_array_equal(rec.query_embeddings(customers[7:9], at),
+                                  stage.query_embeddings(customers, at)[7:9])
+    # and the two-tower candidates are the stage's own
+    ours = rec.retrieval(customers[:5], at, 30)
+    theirs = stage(customers[:5], at, 30)
+    assert {c: [a for a, _ in v] for c, v in ours.items()} == {c: [a for a, _ in v] for c, v in theirs.items()}
+
+
+def test_added_purchases_reach_both_paths_alike(rec):
+    at = _day_after(rec)
+    strict = rec.with_policy("exclude_purchased")
+    buyer = _buyers(rec, 1)[0]
+    newcomer = "a" * 64  # not in the store: cold until they buy
+    top = strict.recommend(buyer, at, k=5).article_ids[0]
+    assert strict.recommend(newcomer, at).cold_start
+    popular_before = strict.popular(at, None, 12)
+    rows = pl.DataFrame({"t_dat": [at - dt.timedelta(days=1)] * 3, "customer_id": [buyer, newcomer, newcomer],
+                         "article_id": [top, top, popular_before[-1]]})
+    strict.add_purchases(rows)  # with_policy shares state with rec
+    after = strict.recommend(buyer, at, k=12)
+    assert top not in after.article_ids
+    fresh = strict.recommend(newcomer, at, k=12)
+    assert not fresh.cold_start and top not in fresh.article_ids
+    assert strict.last_day() == at - dt.timedelta(days=1)
+    customers = [buyer, newcomer, *_buyers(rec, 10)]
+    for r in (strict, rec.with_policy("exclude_purchased_except_repurchase")):
+        _assert_same(r.recommend_batch(customers, at, k=12), [r.recommend(c, at, k=12) for c in customers])
+
+
+def test_sales_counts_follow_added_purchases(rec):
+    at = _day_after(rec)
+    rec.warm_up(at)
+    article = rec.articles["article_id"][0]
+    before = rec._lookups.sales(int((at - dt.date(1970, 1, 1)).days))[0][0]
+    rec.add_purchases(pl.DataFrame({"t_dat": [at - dt.timedelta(days=2)] * 2,
+                                    "customer_id": _buyers(rec, 2), "article_id": [article] * 2}))
+    assert rec._lookups.sales(int((at - dt.date(1970, 1, 1)).days))[0][0] == before + 2
+
+
+def test_popularity_padding_grows_with_k(rec):
+    at = _day_after(rec)
+    assert len(rec.popular(at, None, 5)) == 5
+    long = rec.recommend("0" * 64, at, k=60)  # cached for n=5 first: must not cap at 5
+    assert len(long.article_ids) == 60 == len(set(long.article_ids))
+    assert long.article_ids[:5] == rec.popular(at, None, 5)
+
+
+def test_cold_start_uses_the_age_group_when_given(rec):
+    at = _day_after(rec)
+    plain = rec.recommend("1" * 64, at, k=12)
+    young = rec.recommend("2" * 64, at, k=12, age=19)
+    assert plain.cold_start and young.cold_start
+    assert set(plain.stages) == {"popularity"} and len(young.article_ids) == 12
+
+
+def test_k_must_be_positive(rec):
+    with pytest.raises(ValueError, match="k must be >= 1"):
+        rec.recommend(_buyers(rec, 1)[0], _day_after(rec), k=0)
