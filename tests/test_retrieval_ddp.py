@@ -38,6 +38,6 @@ def test_torchrun_two_processes_gives_identical_replicas_and_comparable_quality(
 
     single = train(train_df, val_df, articles, TwoTowerConfig(batch_size=256, num_epochs=6, num_threads=1, seed=7))
     assert ddp["top_100_accuracy"] == pytest.approx(single.metrics["two_tower"]["top_100_accuracy"], abs=0.08)
-    # the saved model loads and reproduces the reported metrics' embeddings
+    # the saved model loads: 16 tower dimensions + the popularity prior column
     model = TwoTowerModel.load(out / "model")
-    assert model.item_tower.embed(articles).shape == (articles.height, 16)
+    assert model.item_tower.embed(articles).shape == (articles.height, 17)

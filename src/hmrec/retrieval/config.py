@@ -27,6 +27,13 @@ class TwoTowerConfig:
     num_threads: torch intra-op threads for training (None: leave torch's setting).
     restore_best: end with the weights of the best validation epoch.
     patience: stop after this many epochs without improving the best metric (None: never).
+    batching: "time_local" (default): every batch holds purchases of neighbouring days, so
+      in-batch negatives are articles on sale at the same time (rows are ordered by day,
+      each epoch cuts them at a random offset and shuffles the order of the batches);
+      "shuffle": batches drawn uniformly from the whole training period (the reference).
+    popularity_prior_days: add the popularity prior (prior.py) computed over this many
+      last days of the training split to every score; None: the towers' dot product only.
+    prior_smoothing: additive smoothing of the prior's counts (per catalogue article).
     """
 
     embedding_dim: int = 16
@@ -51,6 +58,9 @@ class TwoTowerConfig:
     top_k: tuple[int, ...] = TOP_K
     customer_k: tuple[int, ...] = CUSTOMER_K
     loss_chunk: int = 256
+    batching: str = "time_local"
+    popularity_prior_days: int | None = 7
+    prior_smoothing: float = 0.1
 
     def __post_init__(self) -> None:
         for name in ("embedding_dim", "output_dim", "batch_size", "num_epochs", "loss_chunk"):
@@ -58,6 +68,12 @@ class TwoTowerConfig:
                 raise ValueError(f"TwoTowerConfig.{name} must be >= 1, got {getattr(self, name)!r}")
         if self.learning_rate <= 0:
             raise ValueError(f"TwoTowerConfig.learning_rate must be > 0, got {self.learning_rate!r}")
+        if self.batching not in ("time_local", "shuffle"):
+            raise ValueError(f"TwoTowerConfig.batching must be 'time_local' or 'shuffle', got {self.batching!r}")
+        if self.popularity_prior_days is not None and self.popularity_prior_days < 1:
+            raise ValueError(f"TwoTowerConfig.popularity_prior_days must be >= 1 or None, got {self.popularity_prior_days!r}")
+        if self.prior_smoothing <= 0:
+            raise ValueError(f"TwoTowerConfig.prior_smoothing must be > 0, got {self.prior_smoothing!r}")
         if self.weight_decay < 0:
             raise ValueError(f"TwoTowerConfig.weight_decay must be >= 0, got {self.weight_decay!r}")
 

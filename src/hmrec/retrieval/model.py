@@ -21,6 +21,7 @@ from torch import nn
 
 from hmrec.retrieval.config import TwoTowerConfig
 from hmrec.retrieval.features import FeatureSpec, FittedFeature, fit_feature
+from hmrec.retrieval.prior import PopularityPrior
 from hmrec.retrieval.towers import Tower
 
 FORMAT = "hmrec.two_tower"
@@ -71,6 +72,21 @@ class TwoTowerModel(nn.Module):
         self.query_tower.reset_parameters(g)
         self.item_tower.reset_parameters(g)
 
+    # ---- popularity prior ----------------------------------------------------------------
+    @property
+    def prior(self) -> PopularityPrior | None:
+        return self.item_tower.prior
+
+    def set_prior(self, prior: PopularityPrior | None) -> None:
+        """Attach (or remove) the popularity prior: embeddings grow (or lose) one score column."""
+        self.item_tower.prior = prior
+        self.query_tower.append_one = prior is not None
+
+    @property
+    def embedding_size(self) -> int:
+        """Width of query_tower.embed / item_tower.embed (what FAISS indexes)."""
+        return self.item_tower.embedding_size
+
     # ---- scoring -------------------------------------------------------------------------
     def forward(self, query_inputs, item_inputs) -> torch.Tensor:  # type: ignore[override]
         """Row-wise scores <query_i, item_i>."""
@@ -99,6 +115,9 @@ class TwoTowerModel(nn.Module):
                     "output_dim": tower.output_dim,
                     "features": feats,
                 }
+            if self.prior is not None:
+                meta["prior"] = {**self.prior.to_json(), "file": "prior.parquet"}
+                self.prior.to_frame().write_parquet(tmp / "prior.parquet")
             arrays = {k: v.detach().cpu().numpy() for k, v in self.state_dict().items()}
             np.savez(tmp / "weights.npz", **arrays)
             (tmp / "model.json").write_text(json.dumps(meta, indent=2))
@@ -137,6 +156,8 @@ class TwoTowerModel(nn.Module):
                 feats.append(FittedFeature.from_json(d, vocab))
             towers[name] = Tower(feats, int(t["embedding_dim"]), tuple(t["hidden_dims"]), int(t["output_dim"]))
         model = cls(towers["query"], towers["item"])
+        if meta.get("prior"):
+            model.set_prior(PopularityPrior.from_parts(meta["prior"], pl.read_parquet(path / meta["prior"]["file"])))
         with np.load(path / "weights.npz", allow_pickle=False) as z:
             state = {k: torch.from_numpy(z[k].copy()) for k in z.files}
         model.load_state_dict(state)

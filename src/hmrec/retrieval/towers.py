@@ -7,6 +7,10 @@ Dense(h, ReLU) ... -> Dense(output). The reference course's towers are
 Training calls :meth:`Tower.forward_rows` with embedding rows gathered outside autograd
 (so the big tables get sparse row updates, see ``sparse_adam.py``); inference calls
 :meth:`Tower.forward` / :meth:`Tower.embed`, which look the rows up themselves.
+
+With a popularity prior (``prior.py``) :meth:`Tower.embed` appends one score column:
+the item tower the article's prior bias, the query tower a constant 1, so that
+<query, item> = tower dot product + prior. ``embedding_size`` is then output_dim + 1.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ import torch
 from torch import nn
 
 from hmrec.retrieval.features import FittedFeature, TowerInputs, encode
+from hmrec.retrieval.prior import PopularityPrior
 
 #: Initial embedding rows ~ U(-a, a), as a Keras Embedding layer does (the reference).
 EMBEDDING_INIT = 0.05
@@ -57,6 +62,15 @@ class Tower(nn.Module):
             prev = h
         layers.append(nn.Linear(prev, self.output_dim))
         self.mlp = nn.Sequential(*layers)
+        #: item tower: per-article score bias appended by embed(); None = no prior column.
+        self.prior: PopularityPrior | None = None
+        #: query tower: append a constant 1 (the partner of the item prior column).
+        self.append_one = False
+
+    @property
+    def embedding_size(self) -> int:
+        """Width of :meth:`embed` output: the MLP output plus the prior column, if any."""
+        return self.output_dim + (1 if (self.prior is not None or self.append_one) else 0)
 
     def reset_parameters(self, generator: torch.Generator) -> None:
         """Seeded initialisation (deterministic without touching global RNG state)."""
@@ -101,18 +115,29 @@ class Tower(nn.Module):
 
     @torch.no_grad()
     def embed_inputs(self, inputs: TowerInputs, batch_size: int = 65536) -> np.ndarray:
-        """Embeddings of encoded inputs, in chunks, as float32 numpy."""
+        """Tower (MLP) output of encoded inputs, in chunks, as float32 numpy (no prior column)."""
         n = len(inputs)
         out = np.empty((n, self.output_dim), dtype=np.float32)
         for s in range(0, n, batch_size):
             out[s : s + batch_size] = self.forward(inputs.slice(s, s + batch_size)).numpy()
         return out
 
-    def embed(self, df: pl.DataFrame, batch_size: int = 65536) -> np.ndarray:
-        """Raw frame -> embeddings (float32, one row per input row); serves inference."""
+    def embed(self, df: pl.DataFrame, batch_size: int = 65536, prior: PopularityPrior | None = None) -> np.ndarray:
+        """Raw frame -> embeddings (float32, one row per input row, ``embedding_size`` wide).
+
+        ``prior`` overrides the stored popularity prior (item tower only), e.g. a fresher one.
+        """
         was_training = self.training
         self.eval()
         try:
-            return self.embed_inputs(self.encode(df), batch_size)
+            core = self.embed_inputs(self.encode(df), batch_size)
         finally:
             self.train(was_training)
+        prior = prior if prior is not None else self.prior
+        if prior is not None:
+            if "article_id" not in df.columns:
+                raise ValueError("the popularity prior needs column 'article_id'")
+            return np.concatenate([core, prior.lookup(df["article_id"])[:, None]], axis=1)
+        if self.append_one:
+            return np.concatenate([core, np.ones((core.shape[0], 1), np.float32)], axis=1)
+        return core

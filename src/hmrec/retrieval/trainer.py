@@ -40,6 +40,7 @@ from hmrec.retrieval.metrics import (
     popularity_scores,
 )
 from hmrec.retrieval.model import TwoTowerModel
+from hmrec.retrieval.prior import PopularityPrior
 from hmrec.retrieval.sparse_adam import LazyRowAdamW
 
 
@@ -268,6 +269,21 @@ class StepEngine:
         return total / n if n else float("nan")
 
 
+def epoch_order(n: int, batch_size: int, generator: torch.Generator, batching: str = "shuffle") -> torch.Tensor:
+    """Row order of one epoch; consecutive ``batch_size`` slices are the batches.
+
+    shuffle: a uniform permutation. time_local (rows stored in time order): contiguous
+    blocks cut at a random offset (the last block wraps around), in shuffled block order.
+    """
+    if batching == "shuffle":
+        return torch.randperm(n, generator=generator)
+    offset = int(torch.randint(0, max(batch_size, 1), (1,), generator=generator)) % max(n, 1)
+    rows = torch.arange(n).add_(offset).remainder_(n)
+    blocks = torch.split(rows, batch_size)
+    order = torch.randperm(len(blocks), generator=generator).tolist()
+    return torch.cat([blocks[k] for k in order])
+
+
 def run_epoch(
     engine: StepEngine,
     data: EncodedSplit,
@@ -275,6 +291,7 @@ def run_epoch(
     generator: torch.Generator,
     on_batch: Callable[[int, int], None] | None = None,
     shard: tuple[int, int] = (0, 1),
+    batching: str = "shuffle",
 ) -> tuple[float, int]:
     """One pass over shuffled data; returns (sum of loss x examples, examples) for this shard.
 
@@ -282,7 +299,7 @@ def run_epoch(
     contiguous part of each global batch (DDP).
     """
     n = len(data)
-    perm = torch.randperm(n, generator=generator)
+    perm = epoch_order(n, batch_size, generator, batching)
     rank, world = shard
     n_batches = math.ceil(n / batch_size)
     if world > 1 and n % batch_size and n % batch_size < world:
@@ -316,6 +333,7 @@ class Prepared:
     val_split: EvalSplit | None
     log_q: torch.Tensor
     popularity: np.ndarray
+    articles: pl.DataFrame
 
 
 def prepare(
@@ -326,13 +344,25 @@ def prepare(
         raise ValueError("training split is empty")
     model = TwoTowerModel.fit(train_df, articles_df, config)
     catalogue_ids = articles_df["article_id"].cast(pl.String)
+    if config.popularity_prior_days is not None:
+        model.set_prior(fit_prior(train_df, catalogue_ids, config))
+    if config.batching == "time_local":
+        # time order (ties in a seeded random order): each batch = neighbouring days
+        rng = np.random.default_rng(config.seed)
+        train_df = (
+            train_df.with_columns(pl.Series("_tie", rng.random(train_df.height)))
+            .sort("t_dat", "_tie", maintain_order=True)
+            .drop("_tie")
+        )
     catalogue = model.item_tower.encode(articles_df)
     train_pos = catalogue_positions(train_df["article_id"], catalogue_ids, "training split")
     train = EncodedSplit(model.query_tower.encode(train_df), torch.from_numpy(np.array(train_pos, dtype=np.int64)))
     val = val_split = None
     if val_df is not None and val_df.height:
         val_split = make_eval_split(val_df, catalogue_ids, "validation split")
-        val = EncodedSplit(model.query_tower.encode(val_split.rows), torch.from_numpy(np.array(val_split.row_target, dtype=np.int64)))
+        val = EncodedSplit(
+            model.query_tower.encode(val_split.rows), torch.from_numpy(np.array(val_split.row_target, dtype=np.int64))
+        )
     return Prepared(
         model=model,
         catalogue_ids=catalogue_ids,
@@ -342,16 +372,37 @@ def prepare(
         val_split=val_split,
         log_q=log_q_table(train_pos, catalogue_ids.len()),
         popularity=popularity_scores(train_df, catalogue_ids),
+        articles=articles_df,
     )
 
 
-def model_metrics(model: TwoTowerModel, split: EvalSplit, catalogue: TowerInputs, config: TwoTowerConfig) -> dict:
-    """Exact whole-catalogue metrics of the model on an evaluation split."""
-    model.eval()
-    item_emb = model.item_tower.embed_inputs(catalogue)
+def fit_prior(history_df: pl.DataFrame, catalogue_ids: pl.Series, config: TwoTowerConfig) -> PopularityPrior:
+    """The popularity prior as of the end of ``history_df`` (see prior.py).
+
+    The training-period counts (log q) are subtracted for logQ-trained models; they come
+    from ``history_df`` too, which is the training split when called by train().
+    """
+    assert config.popularity_prior_days is not None
+    return PopularityPrior.fit(
+        history_df,
+        catalogue_ids,
+        days=config.popularity_prior_days,
+        smoothing=config.prior_smoothing,
+        train_df=history_df if config.logq_correction else None,
+    )
+
+
+def model_metrics(
+    model: TwoTowerModel,
+    split: EvalSplit,
+    articles_df: pl.DataFrame,
+    config: TwoTowerConfig,
+    prior: PopularityPrior | None = None,
+) -> dict:
+    """Exact whole-catalogue metrics of the model (with its prior, or ``prior``) on a split."""
+    item_emb = model.item_tower.embed(articles_df, prior=prior)
     row_emb = model.query_tower.embed(split.rows)
     cust_emb = model.query_tower.embed(split.customers)
-    model.train()
     return evaluate_embeddings(split, row_emb, cust_emb, item_emb, config.top_k, config.customer_k)
 
 
@@ -369,12 +420,19 @@ def evaluate(
     articles_df: pl.DataFrame,
     config: TwoTowerConfig = TwoTowerConfig(),
 ) -> dict[str, dict[str, float]]:
-    """Model, popularity and random metrics on one window (e.g. the test split)."""
+    """Model, popularity and random metrics on one window (e.g. the test split).
+
+    ``train_df`` is the history before the window: the popularity baseline and, for a
+    model with a popularity prior, a prior refreshed as of its last day come from it (the
+    model is not changed; the prior keeps the model's days/smoothing and its log q).
+    """
     catalogue_ids = articles_df["article_id"].cast(pl.String)
     split = make_eval_split(eval_df, catalogue_ids, "evaluation split")
-    catalogue = model.item_tower.encode(articles_df)
     pop = popularity_scores(train_df, catalogue_ids)
-    return {"two_tower": model_metrics(model, split, catalogue, config), **baseline_metrics(split, pop, config)}
+    prior = None
+    if model.prior is not None:
+        prior = model.prior.refresh(train_df, catalogue_ids)
+    return {"two_tower": model_metrics(model, split, articles_df, config, prior), **baseline_metrics(split, pop, config)}
 
 
 def _better(metric: str, new: float, best: float | None) -> bool:
@@ -425,7 +483,7 @@ def train(
         stale = 0
         for epoch in range(1, config.num_epochs + 1):
             te = time.perf_counter()
-            loss_sum, seen = run_epoch(engine, prep.train, config.batch_size, gen, on_batch, shard)
+            loss_sum, seen = run_epoch(engine, prep.train, config.batch_size, gen, on_batch, shard, config.batching)
             train_seconds = time.perf_counter() - te
             if parallel is not None:
                 loss_sum, seen_f = parallel.all_reduce_sum([loss_sum, float(seen)])
@@ -436,7 +494,7 @@ def train(
             val_loss = engine.mean_loss(prep.val, config.batch_size) if prep.val is not None else float("nan")
             metrics = {}
             if config.eval_every_epoch and prep.val_split is not None:
-                metrics = model_metrics(model, prep.val_split, prep.catalogue, config)
+                metrics = model_metrics(model, prep.val_split, prep.articles, config)
             stats = EpochStats(
                 epoch=epoch,
                 train_retrieval_loss=train_loss,
@@ -468,8 +526,7 @@ def train(
         model.eval()
         results: dict[str, dict[str, float]] = {}
         if prep.val_split is not None:
-            results["two_tower"] = model_metrics(model, prep.val_split, prep.catalogue, config)
-            model.eval()
+            results["two_tower"] = model_metrics(model, prep.val_split, prep.articles, config)
             results.update(baseline_metrics(prep.val_split, prep.popularity, config))
         return TrainResult(model, history, best_epoch, results, config, time.perf_counter() - t0)
     finally:
