@@ -48,3 +48,14 @@ def test_unknown_scores_go_last_and_repurchase_can_be_off() -> None:
     assert [a for a, _ in out["c1"]] == ["t1", "p2", "p1", "p3"]
     assert np.isnan(out["c1"][-1][1])
     assert blend([], D, k=2) == {}
+
+
+def test_frame_path_and_dict_path_give_the_same_candidate_frame() -> None:
+    from hmrec.ranking.negatives import candidate_frame
+
+    blend = BlendedCandidates(retrieval, scorer, _tx(), n_popular=5, popular_days=14, repurchase_days=56)
+    fast = candidate_frame(blend, ["c2", "c1", "c2"], D, k=2, batch_size=1)
+    slow = candidate_frame(lambda c, d, k: blend(c, d, k), ["c2", "c1"], D, k=2)
+    assert fast.equals(slow)
+    assert fast.filter(pl.col("customer_id") == "c1")["retrieval_rank"].to_list() == [1, 2, 3, 4, 5]
+    assert fast["customer_id"].to_list()[:4] == ["c2"] * 4

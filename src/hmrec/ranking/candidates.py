@@ -17,7 +17,7 @@ import numpy as np
 import polars as pl
 
 from hmrec.ranking.interactions import PairScorer
-from hmrec.ranking.negatives import CandidateFn
+from hmrec.ranking.negatives import CandidateFn, candidate_lists_to_frame
 
 
 class BlendedCandidates:
@@ -82,31 +82,52 @@ class BlendedCandidates:
         )
         return dict(zip(bought["customer_id"].to_list(), bought["article_id"].to_list()))
 
+    def frame(self, customer_ids: list[str], as_of: date, k: int) -> pl.DataFrame:
+        """customer_id, article_id, retrieval_score rows: each customer's blended candidates,
+        customers in the given order, best two-tower score first (NaN scores last)."""
+        ids = list(dict.fromkeys(customer_ids))
+        schema = {"customer_id": pl.String, "article_id": pl.String, "retrieval_score": pl.Float32}
+        if not ids:
+            return pl.DataFrame(schema=schema)
+        fast = getattr(self.retrieval, "frame", None)
+        base = (
+            fast(ids, as_of, k)
+            if fast is not None
+            else candidate_lists_to_frame(self.retrieval(ids, as_of, k), ids)
+        ).select(pl.col("customer_id").cast(pl.String), pl.col("article_id").cast(pl.String))
+        who = pl.DataFrame({"customer_id": pl.Series(ids, dtype=pl.String)})
+        popular = who.join(
+            pl.DataFrame({"article_id": pl.Series(self.popular(as_of), dtype=pl.String)}), how="cross"
+        )
+        mine = self.recent_purchases(ids, as_of)
+        own = pl.DataFrame(
+            {
+                "customer_id": pl.Series([c for c, arts in mine.items() for _ in arts], dtype=pl.String),
+                "article_id": pl.Series([a for arts in mine.values() for a in arts], dtype=pl.String),
+            }
+        )
+        rows = pl.concat([base, popular, own]).unique(
+            ["customer_id", "article_id"], keep="first", maintain_order=True
+        )
+        scores = np.asarray(
+            self.pair_scorer(rows["customer_id"].to_list(), rows["article_id"].to_list(), as_of),
+            dtype=np.float32,
+        )
+        order = who.with_row_index("_pos")
+        return (
+            rows.with_columns(pl.Series("retrieval_score", scores, dtype=pl.Float32))
+            .join(order, on="customer_id", how="left")
+            .with_columns(pl.col("retrieval_score").fill_nan(None).alias("_key"))
+            .sort(["_pos", "_key"], descending=[False, True], nulls_last=True, maintain_order=True)
+            .select("customer_id", "article_id", "retrieval_score")
+        )
+
     def __call__(self, customer_ids: list[str], as_of: date, k: int) -> dict[str, list[tuple[str, float]]]:
         """Each customer's blended candidates, best two-tower score first (NaN scores last)."""
-        if not customer_ids:
-            return {}
-        base = self.retrieval(list(customer_ids), as_of, k)
-        popular = self.popular(as_of)
-        mine = self.recent_purchases(list(customer_ids), as_of)
-        cust: list[str] = []
-        arts: list[str] = []
-        for c in customer_ids:
-            listed = dict.fromkeys(a for a, _ in base.get(c, ()))
-            listed.update(dict.fromkeys(popular))
-            listed.update(dict.fromkeys(mine.get(c, ())))
-            cust.extend([c] * len(listed))
-            arts.extend(listed)
-        scores = np.asarray(self.pair_scorer(cust, arts, as_of), dtype=np.float64)
-        order_key = np.where(np.isnan(scores), -np.inf, scores)
+        rows = self.frame(list(customer_ids), as_of, k)
         out: dict[str, list[tuple[str, float]]] = {}
-        start = 0
-        while start < len(cust):
-            c = cust[start]
-            end = start
-            while end < len(cust) and cust[end] == c:
-                end += 1
-            idx = start + np.argsort(-order_key[start:end], kind="stable")
-            out[c] = [(arts[i], float(scores[i])) for i in idx]
-            start = end
+        for c, a, v in zip(
+            rows["customer_id"].to_list(), rows["article_id"].to_list(), rows["retrieval_score"].to_list()
+        ):
+            out.setdefault(c, []).append((a, float(v)))
         return out

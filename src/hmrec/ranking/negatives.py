@@ -111,6 +111,25 @@ def random_negatives(
     )
 
 
+def candidate_lists_to_frame(result: dict[str, list[tuple[str, float]]], batch: list[str]) -> pl.DataFrame:
+    cust: list[str] = []
+    art: list[str] = []
+    score: list[float] = []
+    for customer in batch:
+        listed = result.get(customer, ())
+        cust.extend([customer] * len(listed))
+        for article, value in listed:
+            art.append(article)
+            score.append(value)
+    return pl.DataFrame(
+        {
+            "customer_id": pl.Series(cust, dtype=pl.String),
+            "article_id": pl.Series(art, dtype=pl.String),
+            "retrieval_score": pl.Series(score, dtype=pl.Float32),
+        }
+    )
+
+
 def candidate_frame(
     candidates: CandidateFn,
     customer_ids: Sequence[str],
@@ -121,32 +140,40 @@ def candidate_frame(
     """Call the candidate generator in batches; one row per (customer, candidate).
 
     Returns customer_id, article_id, as_of, retrieval_score (Float32) and
-    retrieval_rank (1 = best, Int32). A candidate listed twice keeps its first rank.
+    retrieval_rank (1 = best: the generator's order, Int32). A candidate listed twice
+    keeps its first place. A generator with a ``frame(customer_ids, as_of, k)`` method
+    returning customer_id, article_id, retrieval_score rows (each customer's best
+    first) is called through it instead: the dict form costs a Python tuple per
+    candidate, tens of millions at full scale.
     """
     ids = list(dict.fromkeys(customer_ids))
-    cust: list[str] = []
-    art: list[str] = []
-    score: list[float] = []
-    rank: list[int] = []
+    fast = getattr(candidates, "frame", None)
+    parts = []
     for start in range(0, len(ids), batch_size):
         batch = ids[start : start + batch_size]
-        result = candidates(batch, as_of, k)
-        for customer in batch:
-            for position, (article, value) in enumerate(result.get(customer, ()), start=1):
-                cust.append(customer)
-                art.append(article)
-                score.append(value)
-                rank.append(position)
-    frame = pl.DataFrame(
-        {
-            "customer_id": pl.Series(cust, dtype=pl.String),
-            "article_id": pl.Series(art, dtype=pl.String),
-            "retrieval_score": pl.Series(score, dtype=pl.Float32),
-            "retrieval_rank": pl.Series(rank, dtype=pl.Int32),
-        }
-    ).with_columns(pl.lit(as_of, dtype=pl.Date).alias("as_of"))
-    return frame.unique(["customer_id", "article_id"], keep="first", maintain_order=True).select(
-        "customer_id", "article_id", "as_of", "retrieval_score", "retrieval_rank"
+        if fast is not None:
+            part = fast(batch, as_of, k).select(
+                pl.col("customer_id").cast(pl.String),
+                pl.col("article_id").cast(pl.String),
+                pl.col("retrieval_score").cast(pl.Float32),
+            )
+        else:
+            part = candidate_lists_to_frame(candidates(batch, as_of, k), batch)
+        parts.append(part)
+    frame = (
+        pl.concat(parts)
+        if parts
+        else pl.DataFrame(
+            schema={"customer_id": pl.String, "article_id": pl.String, "retrieval_score": pl.Float32}
+        )
+    )
+    return (
+        frame.unique(["customer_id", "article_id"], keep="first", maintain_order=True)
+        .with_columns(
+            pl.lit(as_of, dtype=pl.Date).alias("as_of"),
+            (pl.int_range(pl.len(), dtype=pl.Int32).over("customer_id") + 1).alias("retrieval_rank"),
+        )
+        .select("customer_id", "article_id", "as_of", "retrieval_score", "retrieval_rank")
     )
 
 
