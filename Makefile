@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 # torch is pinned to the CPU wheel that lies on disk; an unpinned torch pulls a multi-GB CUDA build.
 TORCH_PIN := torch==2.13.0
-HMREC_SIZE ?= SMALL
+HMREC_SIZE ?= MEDIUM
 
 .PHONY: run test install clean bench
 
