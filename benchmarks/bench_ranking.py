@@ -1,0 +1,194 @@
+"""Time and peak memory of the ranking step: dataset building, CatBoost fit, re-ranking.
+
+Usage:
+    python benchmarks/bench_ranking.py                              # generate SMALL data, then run
+    python benchmarks/bench_ranking.py --size MEDIUM
+    python benchmarks/bench_ranking.py --data-dir /tmp/hmrec_full_data --label FULL
+
+The two-tower model is replaced by random 16-d embeddings searched exactly with FAISS
+(what the real index does, at the same cost), so this measures the ranking step alone
+— its quality figures mean nothing and are not printed; see the README's ranking table
+for quality. Candidates are the blended lists the pipeline ranks (two-tower top-k +
+last week's best sellers + the customer's purchases of the last 8 weeks). Layout:
+one training week before the validation week, as `hmrec train ranking` uses.
+Generation (when needed) runs in a child process. Figures are printed and written to
+benchmarks/results/ranking_<label>.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import resource
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import date, timedelta
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import psutil
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def _peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+
+
+def _rss_mb() -> float:
+    return psutil.Process().memory_info().rss / 2**20
+
+
+def _generate(out_dir: Path, size: str, seed: int) -> None:
+    code = (
+        "import sys\n"
+        "from hmrec.config import CustomerDataSize, FULL_CUSTOMERS\n"
+        "from hmrec.data import generate\n"
+        "n = CustomerDataSize(sys.argv[2]).n_customers or FULL_CUSTOMERS\n"
+        "generate(sys.argv[1], n_customers=n, seed=int(sys.argv[3]), fmt='parquet')\n"
+    )
+    subprocess.run([sys.executable, "-c", code, str(out_dir), size, str(seed)], check=True)
+
+
+class RandomTowers:
+    """Stand-in retrieval with the real one's cost: embeddings + exact FAISS inner product."""
+
+    def __init__(self, customer_ids: pl.Series, article_ids: pl.Series, dim: int = 16, seed: int = 0) -> None:
+        import faiss
+
+        rng = np.random.default_rng(seed)
+        self.customers = pl.DataFrame({"customer_id": customer_ids}).with_row_index("_pos")
+        self.articles = article_ids.to_numpy()
+        self.article_pos = pl.DataFrame({"article_id": article_ids}).with_row_index("_apos")
+        self.q = rng.normal(size=(customer_ids.len(), dim)).astype(np.float32)
+        self.v = rng.normal(size=(article_ids.len(), dim)).astype(np.float32)
+        self.index = faiss.IndexFlatIP(dim)
+        self.index.add(self.v)
+
+    def _rows(self, customer_ids: list[str]) -> np.ndarray:
+        pos = pl.DataFrame({"customer_id": pl.Series(customer_ids, dtype=pl.String)}).join(
+            self.customers, on="customer_id", how="left", maintain_order="left")["_pos"]
+        return pos.fill_null(0).to_numpy()
+
+    def frame(self, customer_ids: list[str], as_of: date, k: int) -> pl.DataFrame:
+        scores, idx = self.index.search(self.q[self._rows(customer_ids)], k)
+        return pl.DataFrame({
+            "customer_id": pl.Series(np.repeat(np.asarray(customer_ids, dtype=object), k), dtype=pl.String),
+            "article_id": pl.Series(self.articles[idx.ravel()], dtype=pl.String),
+            "retrieval_score": scores.ravel(),
+        })
+
+    def __call__(self, customer_ids: list[str], as_of: date, k: int) -> dict:
+        f = self.frame(customer_ids, as_of, k)
+        out: dict = {}
+        for c, a, s in f.iter_rows():
+            out.setdefault(c, []).append((a, s))
+        return out
+
+    def score_pairs(self, customer_ids: list[str], article_ids: list[str], as_of: date) -> np.ndarray:
+        rows = self._rows(customer_ids)
+        cols = pl.DataFrame({"article_id": pl.Series(article_ids, dtype=pl.String)}).join(
+            self.article_pos, on="article_id", how="left", maintain_order="left")["_apos"].fill_null(0).to_numpy()
+        return np.einsum("ij,ij->i", self.q[rows], self.v[cols])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--size", default="SMALL", choices=["SMALL", "MEDIUM", "LARGE", "FULL"])
+    parser.add_argument("--data-dir", type=Path, default=None, help="existing raw files (no generation)")
+    parser.add_argument("--label", default=None, help="results name (default: the size)")
+    parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument("--k", type=int, default=100, help="two-tower candidates per customer")
+    parser.add_argument("--negatives-per-customer", type=int, default=None,
+                        help="thin training negatives (default: all at SMALL..LARGE, 20 at FULL)")
+    parser.add_argument("--max-eval-customers", type=int, default=None,
+                        help="evaluation sample (default: all at SMALL..LARGE, 20000 at FULL)")
+    args = parser.parse_args()
+    label = args.label or args.size
+    full = label == "FULL" or args.size == "FULL"
+    neg_per_customer = args.negatives_per_customer if args.negatives_per_customer is not None else (20 if full else None)
+    max_eval = args.max_eval_customers if args.max_eval_customers is not None else (20_000 if full else None)
+
+    from hmrec.data import load_raw
+    from hmrec.features import build_articles, build_customers
+    from hmrec.ranking import BlendedCandidates, default_windows, train_ranking
+
+    work = Path(tempfile.mkdtemp(prefix="hmrec_bench_ranking_"))
+    try:
+        data_dir = args.data_dir
+        if data_dir is None:
+            data_dir = work / "data"
+            t = time.perf_counter()
+            _generate(data_dir, args.size, args.seed)
+            print(f"generated {args.size} data in {time.perf_counter() - t:.1f} s", flush=True)
+
+        t0 = time.perf_counter()
+        raw = load_raw(data_dir)
+        tx = raw.transactions.select("t_dat", "customer_id", "article_id")
+        customers = build_customers(raw.customers)
+        articles = build_articles(raw.articles)
+        del raw
+        load_s = time.perf_counter() - t0
+        rss_loaded = _rss_mb()
+        print(f"loaded {tx.height:,} transactions in {load_s:.1f} s (RSS {rss_loaded:.0f} MB)", flush=True)
+
+        towers = RandomTowers(customers["customer_id"], articles["article_id"], seed=args.seed)
+        candidates = BlendedCandidates(towers, towers.score_pairs, tx)
+        last = tx["t_dat"].max()
+        validation_start = last - timedelta(days=13)  # the week before the test week
+        train_windows, validation_window, retrieval_end = default_windows(validation_start, 1)
+
+        phases: list[tuple[str, float, float]] = []
+        t1 = time.perf_counter()
+
+        def progress(message: str) -> None:
+            phases.append((message, time.perf_counter() - t1, _peak_rss_mb()))
+            print(f"  [{time.perf_counter() - t1:7.1f} s, peak {_peak_rss_mb():7.0f} MB] {message}", flush=True)
+
+        result = train_ranking(
+            tx, articles, customers, train_windows, validation_window, candidates, towers.score_pairs,
+            k=args.k, retrieval_train_end=retrieval_end, negatives_per_customer=neg_per_customer,
+            max_eval_customers=max_eval, compare_random_negatives=True, seed=args.seed,
+            model_params={"thread_count": -1}, progress=progress,
+        )
+        ranking_s = time.perf_counter() - t1
+        names = {"building retrieval": "train_rows", "building validation": "validation_rows",
+                 "fitting CatBoost on": "fit", "fitting CatBoostRanker": "fit_yetirank",
+                 "fitting the random": "random_variant_rows_and_fit", "re-ranking": "rerank_validation"}
+        steps = {}
+        for (name, start, _), (_, end, _) in zip(phases, phases[1:]):
+            key = next((v for k, v in names.items() if name.startswith(k)), name)
+            steps[key] = round(end - start, 2)
+        rows = result.report["rows"]
+        out = {
+            "label": label,
+            "data_dir": str(data_dir),
+            "transactions": tx.height,
+            "settings": {"k": args.k, "negatives_per_customer": neg_per_customer,
+                         "max_eval_customers": max_eval, "n_popular": candidates.n_popular,
+                         "repurchase_days": candidates.repurchase_days, "train_weeks": 1},
+            "rows": rows,
+            "evaluated_customers": result.report["metrics"]["catboost"]["n_customers"],
+            "load_seconds": round(load_s, 2),
+            "ranking_seconds": round(ranking_s, 2),
+            "phase_seconds": steps,
+            "rss_after_load_mb": round(rss_loaded),
+            "peak_rss_mb": round(_peak_rss_mb()),
+            "catboost_best_iteration": result.report["best_iteration"],
+            "machine": {"cpus": psutil.cpu_count(), "ram_gb": round(psutil.virtual_memory().total / 2**30, 1),
+                        "python": platform.python_version(), "load_avg_1m": round(psutil.getloadavg()[0], 1)},
+        }
+        print(json.dumps(out, indent=2))
+        RESULTS.mkdir(parents=True, exist_ok=True)
+        (RESULTS / f"ranking_{label}.json").write_text(json.dumps(out, indent=2) + "\n")
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
