@@ -51,6 +51,9 @@ VARIANTS = {
     "fused": dict(fast_matmul=False, compile=False, fused_loss=True),
     "fused_bf16": dict(fast_matmul=True, compile=False, fused_loss=True),
     "compiled_bf16": dict(fast_matmul=True, compile=True, fused_loss=False),
+    # 1 OpenMP thread per op, the step's independent work on 2 Python threads
+    "fused_2py": dict(fast_matmul=False, compile=False, fused_loss=True, omp=1, step_threads=2),
+    "fused_bf16_2py": dict(fast_matmul=True, compile=False, fused_loss=True, omp=1, step_threads=2),
 }
 
 
@@ -113,8 +116,13 @@ def time_variant(
 ) -> dict:
     v = VARIANTS[name]
     config = TwoTowerConfig(
-        batch_size=args.batch_size, fast_matmul=v["fast_matmul"], compile=v["compile"], seed=args.seed
+        batch_size=args.batch_size,
+        fast_matmul=v["fast_matmul"],
+        compile=v["compile"],
+        seed=args.seed,
+        step_threads=v.get("step_threads", 1),
     )
+    torch.set_num_threads(v.get("omp", args.threads))
     model = build_model(config, args.customers, args.articles)
     engine = StepEngine(model, config, catalogue, log_q, fused_loss=v["fused_loss"])
     gen = torch.Generator().manual_seed(args.seed)
@@ -138,6 +146,8 @@ def time_variant(
     sps = args.batches * b / seconds
     return {
         "variant": name,
+        "omp_threads": torch.get_num_threads(),
+        "step_threads": config.step_threads,
         "engine": engine.describe(),
         "ms_per_batch": round(ms, 3),
         "samples_per_s": round(sps),
@@ -154,7 +164,10 @@ def profile_variant(name: str, data, catalogue, log_q, args) -> str:
     from torch.profiler import ProfilerActivity, profile
 
     v = VARIANTS[name]
-    config = TwoTowerConfig(batch_size=args.batch_size, fast_matmul=v["fast_matmul"], compile=v["compile"])
+    config = TwoTowerConfig(
+        batch_size=args.batch_size, fast_matmul=v["fast_matmul"], compile=v["compile"], step_threads=v.get("step_threads", 1)
+    )
+    torch.set_num_threads(v.get("omp", args.threads))
     engine = StepEngine(build_model(config, args.customers, args.articles), config, catalogue, log_q, fused_loss=v["fused_loss"])
     gen = torch.Generator().manual_seed(0)
     b = args.batch_size

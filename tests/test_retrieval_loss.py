@@ -50,8 +50,8 @@ def test_accidental_hits_are_masked_but_not_the_positive():
     assert loss.item() < in_batch_softmax_loss(q, i).item()  # without masking the hit is a "negative"
 
 
-@pytest.mark.parametrize("chunk", [1, 3, 64])
-def test_fused_loss_matches_reference_value_and_gradients(chunk):
+@pytest.mark.parametrize("chunk,threads", [(1, 1), (3, 1), (64, 1), (3, 2), (8, 3)])
+def test_fused_loss_matches_reference_value_and_gradients(chunk, threads):
     g = torch.Generator().manual_seed(0)
     q = torch.randn(37, 8, generator=g, requires_grad=True)
     i = torch.randn(37, 8, generator=g, requires_grad=True)
@@ -59,7 +59,7 @@ def test_fused_loss_matches_reference_value_and_gradients(chunk):
     log_q = torch.randn(37, generator=g)
     ref = in_batch_softmax_loss(q, i, log_q, keys, True)
     gq, gi = torch.autograd.grad(ref, [q, i])
-    fused = fused_in_batch_softmax_loss(q, i, log_q, keys, True, chunk=chunk)
+    fused = fused_in_batch_softmax_loss(q, i, log_q, keys, True, chunk=chunk, threads=threads)
     fq, fi = torch.autograd.grad(fused * 2.0, [q, i])  # backward scales by the upstream gradient
     assert fused.item() == pytest.approx(ref.item(), rel=1e-6)
     torch.testing.assert_close(fq, 2 * gq, rtol=1e-5, atol=1e-7)
@@ -108,3 +108,18 @@ def test_low_precision_with_logq_stays_close_to_exact():
     exact = in_batch_softmax_loss(q, i, log_q).item()
     assert fused_in_batch_softmax_loss(q, i, log_q, low_precision=True).item() == pytest.approx(exact, rel=2e-3)
     assert fused_in_batch_softmax_loss(q, i, log_q).item() == pytest.approx(exact, rel=1e-6)
+
+
+def test_fused_loss_falls_back_to_exact_rows_when_the_logit_bound_is_loose():
+    # |q| * max|i| = 100 overestimates every logit of row 0 by >= 100: exp underflows there
+    q = torch.tensor([[10.0, 0.0], [0.0, 1.0], [0.5, 0.5]], requires_grad=True)
+    i = torch.tensor([[0.0, 10.0], [-1.0, 0.0], [0.2, 0.1]], requires_grad=True)
+    keys = torch.tensor([1, 2, 1])
+    log_q = torch.tensor([-1.0, -2.0, -3.0])
+    ref = in_batch_softmax_loss(q, i, log_q, keys, True)
+    gq, gi = torch.autograd.grad(ref, [q, i])
+    fused = fused_in_batch_softmax_loss(q, i, log_q, keys, True, chunk=2)
+    fq, fi = torch.autograd.grad(fused, [q, i])
+    assert fused.item() == pytest.approx(ref.item(), rel=1e-6)
+    torch.testing.assert_close(fq, gq, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(fi, gi, rtol=1e-5, atol=1e-6)

@@ -61,6 +61,10 @@ def test_same_seed_same_losses_and_embeddings(data, result):
     np.testing.assert_array_equal(a.model.query_tower.embed(val_df), b.model.query_tower.embed(val_df))
     # the first epoch of the longer run with the same seed is the same epoch
     assert result.history[0].train_retrieval_loss == a.history[0].train_retrieval_loss
+    # worker threads inside the step change nothing
+    t = train(train_df, val_df, articles, TwoTowerConfig(**{**short.__dict__, "step_threads": 2}))
+    assert [e.train_retrieval_loss for e in t.history] == [e.train_retrieval_loss for e in a.history]
+    np.testing.assert_array_equal(t.model.item_tower.embed(articles), a.model.item_tower.embed(articles))
     c = train(train_df, val_df, articles, TwoTowerConfig(batch_size=256, num_epochs=1, num_threads=1, seed=8))
     assert c.history[0].train_retrieval_loss != a.history[0].train_retrieval_loss
 

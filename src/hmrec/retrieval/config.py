@@ -25,6 +25,10 @@ class TwoTowerConfig:
     compile: torch.compile the dense part of the step ("auto": only if it compiles and
       runs; falls back to eager with a warning otherwise).
     num_threads: torch intra-op threads for training (None: leave torch's setting).
+    step_threads: Python worker threads inside a training step: the loss's row chunks and
+      the per-table embedding updates run on them in parallel (torch releases the GIL in
+      its ops). On small CPUs, num_threads=1 with step_threads=2 avoids an OpenMP barrier
+      in every small op; results are identical for any value.
     restore_best: end with the weights of the best validation epoch.
     patience: stop after this many epochs without improving the best metric (None: never).
     batching: "time_local" (default): every batch holds purchases of neighbouring days, so
@@ -51,6 +55,7 @@ class TwoTowerConfig:
     compile: bool | str = False
     seed: int = 42
     num_threads: int | None = None
+    step_threads: int = 1
     eval_every_epoch: bool = True
     best_metric: str = "top_100_accuracy"
     restore_best: bool = True
@@ -63,7 +68,7 @@ class TwoTowerConfig:
     prior_smoothing: float = 0.1
 
     def __post_init__(self) -> None:
-        for name in ("embedding_dim", "output_dim", "batch_size", "num_epochs", "loss_chunk"):
+        for name in ("embedding_dim", "output_dim", "batch_size", "num_epochs", "loss_chunk", "step_threads"):
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"TwoTowerConfig.{name} must be >= 1, got {getattr(self, name)!r}")
         if self.learning_rate <= 0:

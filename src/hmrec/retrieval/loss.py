@@ -26,6 +26,8 @@ matmul runs in bf16 (fp32 accumulation); softmax and gradients stay fp32.
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
+
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -93,61 +95,153 @@ def accidental_hit_pairs(item_keys: torch.Tensor) -> tuple[torch.Tensor, torch.T
     return torch.from_numpy(rows[o].astype(np.int64)), torch.from_numpy(cols[o].astype(np.int64))
 
 
-#: Below this softmax probability of the positive, its -log is recomputed with log_softmax.
+#: Rows whose softmax normaliser falls below this are recomputed exactly (see _exact_rows).
 _TINY = 1e-30
 
 
+def _exact_rows(rows_idx, q32, i32, neg_log_q, hit_rows, hit_cols):
+    """Loss terms and gradients of a few rows, by the textbook formula (fallback path)."""
+    logits = q32[rows_idx] @ i32.T
+    if neg_log_q is not None:
+        logits = logits + neg_log_q
+    if hit_rows is not None and hit_rows.numel():
+        for k, r in enumerate(rows_idx.tolist()):
+            cols = hit_cols[hit_rows == r]
+            logits[k, cols] = float("-inf")
+    log_p = torch.log_softmax(logits, dim=1)
+    ar = torch.arange(len(rows_idx))
+    nll = -log_p[ar, rows_idx]
+    g = log_p.exp()
+    g[ar, rows_idx] -= 1.0
+    return nll, g @ i32, g  # g: (rows, B); d_item contribution = g.T @ q
+
+
+def _split_rows(b: int, chunk: int, parts: int) -> list[tuple[int, int]]:
+    """Contiguous row ranges (multiples of chunk) for ``parts`` workers."""
+    n_chunks = -(-b // chunk)
+    parts = max(1, min(parts, n_chunks))
+    bounds = [round(k * n_chunks / parts) * chunk for k in range(parts + 1)]
+    return [(bounds[k], min(b, bounds[k + 1])) for k in range(parts) if bounds[k] < b]
+
+
+_POOLS: dict[int, ThreadPoolExecutor] = {}
+#: Row ranges of a batch (see forward); threads beyond this number are not used.
+_RANGES = 4
+
+
+def _pool(n: int) -> ThreadPoolExecutor:
+    if n not in _POOLS:
+        _POOLS[n] = ThreadPoolExecutor(max_workers=n, thread_name_prefix="hmrec-loss")
+    return _POOLS[n]
+
+
+def _chunk_pass(start, stop, qa, ia_t, i1, q32, hit_rows, hit_cols, low_precision, chunk, needs_grad, d_query):
+    """Rows [start, stop): loss sum, this range's d_item^T, rows needing the exact fallback."""
+    d = q32.shape[1]
+    b = q32.shape[0]
+    hr = hit_rows.numpy() if hit_rows is not None else None
+    d_item_t = torch.zeros(d, b)
+    total = torch.zeros((), dtype=torch.float64)
+    bad_rows = []
+    for s in range(start, stop, chunk):
+        e = min(stop, s + chunk)
+        rows = torch.arange(e - s)
+        diag = rows + s
+        logits = torch.mm(qa[s:e], ia_t)
+        if low_precision:
+            logits = logits.float()
+        if hr is not None and hr.size:
+            lo_, hi_ = np.searchsorted(hr, [s, e])
+            if hi_ > lo_:
+                logits[hit_rows[lo_:hi_] - s, hit_cols[lo_:hi_]] = float("-inf")
+        positive = logits[rows, diag]
+        logits.exp_()
+        prod = torch.mm(logits, i1)  # [E @ I | z]
+        z = prod[:, d]
+        tiny = z < _TINY
+        any_tiny = bool(tiny.any())
+        if any_tiny:
+            bad = tiny.nonzero().squeeze(1)
+            bad_rows.append(bad + s)
+            z = z.masked_fill(tiny, 1.0)  # their terms are replaced by exact ones later
+            positive = positive.masked_fill(tiny, 0.0)
+            logits[bad] = 0.0
+        nll = z.log().sub_(positive)
+        if any_tiny:
+            nll[bad] = 0.0
+        total += nll.sum(dtype=torch.float64)
+        if needs_grad:
+            inv_z = z.reciprocal().unsqueeze(1)
+            torch.mul(prod[:, :d], inv_z, out=d_query[s:e])
+            d_item_t.addmm_(q32[s:e].mul(inv_z).T, logits)
+    return total, d_item_t, bad_rows
+
+
 class _FusedInBatchSoftmax(torch.autograd.Function):
+    """Loss and gradients in one pass over row chunks; see the module doc.
+
+    Per chunk of rows: L = [q, 1, -m] @ [i, -log q, 1]^T = logits - m (m: a per-row upper
+    bound on the logits, so exp never overflows and needs no max pass), hits -> -inf,
+    E = exp(L) in place, then [E @ I | E @ 1] in one matmul gives the softmax numerators'
+    products and the normaliser z. With P = E / z and the positive of row r at column r:
+      loss_r = log z_r - L[r, r],  dq_r = (E @ I)_r / z_r - i_r,  d_item = (q / z)^T-weighted E - q.
+    """
+
     @staticmethod
-    def forward(ctx, query, item, log_q, hit_rows, hit_cols, low_precision, chunk):  # type: ignore[override]
-        b = query.shape[0]
+    def forward(ctx, query, item, log_q, hit_rows, hit_cols, low_precision, chunk, threads):  # type: ignore[override]
+        b, d = query.shape
         q32 = query.detach().float()
         i32 = item.detach().float()
-        # Fold "- log q" into the matmul: [q, 1] @ [i, -log q]^T. In bf16, -log q (up to ~17)
-        # is split into a bf16 high part and a bf16 remainder so it stays exact to ~1e-5.
-        qa, ia = q32, i32
+        neg_log_q = None if log_q is None else log_q.detach().float().neg()
+        # per-row upper bound of the logits: |q_r| * max |i_j| + max(-log q) (Cauchy-Schwarz)
+        bound = q32.norm(dim=1) * i32.norm(dim=1).max()
+        if neg_log_q is not None:
+            bound = bound + neg_log_q.max()
         ones = torch.ones(b, 1)
+        lq_col = neg_log_q.unsqueeze(1) if neg_log_q is not None else torch.zeros(b, 1)
         if low_precision:
-            if log_q is None:
-                qa, ia = q32.to(torch.bfloat16), i32.to(torch.bfloat16)
-            else:
-                neg = log_q.detach().float().neg().unsqueeze(1)
-                hi = neg.to(torch.bfloat16)
-                lo = (neg - hi.float()).to(torch.bfloat16)
-                qa = torch.cat([q32, ones, ones], dim=1).to(torch.bfloat16)
-                ia = torch.cat([i32.to(torch.bfloat16), hi, lo], dim=1)
-        elif log_q is not None:
-            qa = torch.cat([q32, ones], dim=1)
-            ia = torch.cat([i32, log_q.detach().float().neg().unsqueeze(1)], dim=1)
-        ia_t = ia.T
-        hr = hit_rows.numpy() if hit_rows is not None else None
-        d_query = torch.empty_like(q32)
-        d_item = torch.zeros_like(i32)
-        total = torch.zeros((), dtype=torch.float64)
+            # bf16 keeps 8 bits: split -log q and -bound into a bf16 head and a bf16 remainder
+            # (two columns each, partnered with exact ones) so they stay exact to ~1e-5
+            def split(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+                head = x.to(torch.bfloat16)
+                return head, (x - head.float()).to(torch.bfloat16)
+
+            one = ones.to(torch.bfloat16)
+            lq_h, lq_l = split(lq_col)
+            m_h, m_l = split(-bound.unsqueeze(1))
+            qa = torch.cat([q32.to(torch.bfloat16), one, one, m_h, m_l], dim=1)
+            ia_t = torch.cat([i32.to(torch.bfloat16), lq_h, lq_l, one, one], dim=1).T.contiguous()
+        else:
+            qa = torch.cat([q32, ones, -bound.unsqueeze(1)], dim=1)
+            ia_t = torch.cat([i32, lq_col, ones], dim=1).T.contiguous()
+        i1 = torch.cat([i32, ones], dim=1)
         needs_grad = ctx.needs_input_grad[0] or ctx.needs_input_grad[1]
-        for s in range(0, b, chunk):
-            e = min(b, s + chunk)
-            rows = torch.arange(e - s)
-            diag = rows + s
-            logits = torch.mm(qa[s:e], ia_t)
-            if low_precision:
-                logits = logits.float()
-            if hr is not None and hr.size:
-                lo_, hi_ = np.searchsorted(hr, [s, e])
-                if hi_ > lo_:
-                    logits[hit_rows[lo_:hi_] - s, hit_cols[lo_:hi_]] = float("-inf")
-            p = torch.softmax(logits, dim=1)  # one row-wise kernel: max, exp+sum, scale (rows stay in L1)
-            p_pos = p[rows, diag]
-            nll = p_pos.log().neg_()
-            tiny = p_pos < _TINY  # -log(p) would lose precision: recompute those rows exactly
-            if bool(tiny.any()):
-                t = tiny.nonzero().squeeze(1)
-                nll[t] = -torch.log_softmax(logits[t], dim=1)[torch.arange(len(t)), diag[t]]
+        d_query = torch.empty_like(q32)
+        # a fixed split into ranges (each with its own d_item buffer, summed in order) makes
+        # the result bit-identical whatever the number of threads that run them
+        ranges = _split_rows(b, chunk, _RANGES)
+        args = (qa, ia_t, i1, q32, hit_rows, hit_cols, low_precision, chunk, needs_grad, d_query)
+        if threads <= 1 or len(ranges) == 1:
+            parts = [_chunk_pass(*r, *args) for r in ranges]
+        else:
+            parts = list(_pool(min(threads, len(ranges))).map(lambda r: _chunk_pass(*r, *args), ranges))
+        total = sum(p[0] for p in parts)
+        bad_rows = [t for p in parts for t in p[2]]
+        d_item_t = parts[0][1]
+        for p in parts[1:]:
+            d_item_t.add_(p[1])
+        if needs_grad:
+            d_query.sub_(i32)
+            d_item = d_item_t.T.sub(q32)
+        if bad_rows:
+            bad = torch.cat(bad_rows)
+            nll, dq_bad, g = _exact_rows(bad, q32, i32, neg_log_q, hit_rows, hit_cols)
             total += nll.sum(dtype=torch.float64)
             if needs_grad:
-                p[rows, diag] -= 1.0  # softmax - onehot = B * dLoss/dlogits
-                torch.mm(p, i32, out=d_query[s:e])
-                d_item.addmm_(p.T, q32[s:e])
+                # these rows contributed nothing above (E rows zeroed); add their exact parts
+                d_query[bad] = dq_bad
+                d_item.add_(g.T @ q32[bad])  # g holds the -1 of each bad row's positive ...
+                d_item[bad] += q32[bad]  # ... so undo the "- q" applied to every column above
         if needs_grad:
             ctx.save_for_backward(d_query.div_(b).to(query.dtype), d_item.div_(b).to(item.dtype))
         return (total / b).to(query.dtype)
@@ -155,7 +249,7 @@ class _FusedInBatchSoftmax(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_out):  # type: ignore[override]
         d_query, d_item = ctx.saved_tensors
-        return grad_out * d_query, grad_out * d_item, None, None, None, None, None
+        return grad_out * d_query, grad_out * d_item, None, None, None, None, None, None
 
 
 def fused_in_batch_softmax_loss(
@@ -166,8 +260,13 @@ def fused_in_batch_softmax_loss(
     remove_accidental_hits: bool = False,
     low_precision: bool = False,
     chunk: int = 256,
+    threads: int = 1,
 ) -> torch.Tensor:
     """Same value and gradients as :func:`in_batch_softmax_loss`, cache-friendly (see module doc).
+
+    ``threads`` > 1 splits the row chunks over that many Python threads (torch releases
+    the GIL inside each op); use it with torch.set_num_threads(1) to parallelise the
+    loss without a synchronisation barrier inside every small op.
 
     Gradients are computed in the forward pass, so call it once per backward; the
     log_q and item_keys inputs get no gradient.
@@ -177,4 +276,6 @@ def fused_in_batch_softmax_loss(
         if item_keys is None:
             raise ValueError("remove_accidental_hits needs item_keys (the item identity of each column)")
         hit_rows, hit_cols = accidental_hit_pairs(item_keys)
-    return _FusedInBatchSoftmax.apply(query, item, log_q, hit_rows, hit_cols, bool(low_precision), int(chunk))
+    return _FusedInBatchSoftmax.apply(
+        query, item, log_q, hit_rows, hit_cols, bool(low_precision), int(chunk), int(threads)
+    )

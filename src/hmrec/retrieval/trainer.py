@@ -16,6 +16,7 @@ outside autograd so their gradients are small dense (rows x dim) blocks.
 from __future__ import annotations
 
 import copy
+from concurrent.futures import ThreadPoolExecutor
 import math
 import time
 import warnings
@@ -181,6 +182,7 @@ class StepEngine:
         ]
         self.n_query_tables = len(model.query_tower.embeddings)
         self.fused_loss = fused_loss
+        self._pool = ThreadPoolExecutor(config.step_threads, "hmrec-step") if config.step_threads > 1 else None
         self.compiled = False
         self._forward = self._eager_forward
         if config.compile and dense_module is None:
@@ -202,7 +204,14 @@ class StepEngine:
         q, i = self.dense(q_rows, q_in, i_rows, i_in)
         if self.fused_loss:
             return fused_in_batch_softmax_loss(
-                q, i, log_q, keys, cfg.remove_accidental_hits, low_precision=cfg.fast_matmul, chunk=cfg.loss_chunk
+                q,
+                i,
+                log_q,
+                keys,
+                cfg.remove_accidental_hits,
+                low_precision=cfg.fast_matmul,
+                chunk=cfg.loss_chunk,
+                threads=cfg.step_threads,
             )
         return in_batch_softmax_loss(q, i, log_q, keys, cfg.remove_accidental_hits, low_precision=cfg.fast_matmul)
 
@@ -242,14 +251,20 @@ class StepEngine:
         loss, gathered = self.batch_loss(q_in, item_pos, grad=True)
         self.dense_opt.zero_grad(set_to_none=True)
         loss.backward()
-        self.dense_opt.step()
-        for opt, (ids, rows) in zip(self.sparse_opts, gathered):
-            g = rows.grad
-            if self.sparse_sync is not None:
-                ids, g = self.sparse_sync(ids, g)
-                opt.step(ids, g)
-            else:
-                opt.step(ids, g, rows)
+        if self.sparse_sync is not None:
+            self.dense_opt.step()
+            for opt, (ids, rows) in zip(self.sparse_opts, gathered):
+                opt.step(*self.sparse_sync(ids, rows.grad))
+        elif self._pool is not None:
+            # the tables are independent: update them in parallel with the dense step
+            futures = [self._pool.submit(opt.step, ids, rows.grad, rows) for opt, (ids, rows) in zip(self.sparse_opts, gathered)]
+            self.dense_opt.step()
+            for f in futures:
+                f.result()
+        else:
+            self.dense_opt.step()
+            for opt, (ids, rows) in zip(self.sparse_opts, gathered):
+                opt.step(ids, rows.grad, rows)
         return float(loss.detach())
 
     def flush(self) -> None:
