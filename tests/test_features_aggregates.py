@@ -107,3 +107,12 @@ def test_label_order_and_extra_columns_kept():
 def test_bad_windows_rejected():
     with pytest.raises(ValueError, match="windows"):
         build_article_sales_windows(random_transactions(0), windows=(7, 7))
+
+
+def test_integer_codes_give_the_same_tables():
+    from hmrec.features.ids import assign_codes, attach_codes
+
+    tx = random_transactions(4)
+    coded = attach_codes(tx, assign_codes(tx["customer_id"], "customer_id"), assign_codes(tx["article_id"], "article_id"))
+    assert build_article_sales_windows(coded).collect().equals(build_article_sales_windows(tx).collect())
+    assert build_customer_activity(coded).collect().equals(build_customer_activity(tx).collect())

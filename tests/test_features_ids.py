@@ -25,3 +25,20 @@ def test_builders_use_entity_columns():
     a = build_article_ids(pl.DataFrame({"article_id": ["0000000002", "0000000001"]}))
     assert c.rows() == [("x", 0), ("y", 1)]
     assert a.rows() == [("0000000001", 0), ("0000000002", 1)]
+
+
+def test_attach_codes_adds_codes_and_rejects_unknown_ids():
+    import pytest
+
+    from hmrec.features.errors import FeatureInputError
+    from hmrec.features.ids import attach_codes
+
+    tx = pl.DataFrame({"customer_id": ["y", "x", "y"], "article_id": ["a2", "a1", "a1"]})
+    cmap = assign_codes(pl.Series(["x", "y", "z"]), "customer_id")
+    amap = assign_codes(pl.Series(["a1", "a2"]), "article_id")
+    out = attach_codes(tx, cmap, amap)
+    assert out["customer_idx"].to_list() == [1, 0, 1] and out["article_idx"].to_list() == [1, 0, 0]
+    assert out["customer_id"].to_list() == ["y", "x", "y"]
+    with pytest.raises(FeatureInputError) as exc:
+        attach_codes(tx.with_columns(customer_id=pl.Series(["y", "q", "y"])), cmap, amap)
+    assert (exc.value.column, exc.value.row, exc.value.value) == ("customer_id", 2, "q")

@@ -65,3 +65,25 @@ def test_line_no_matches_a_plain_window_on_random_data():
     want = df.select(pl.int_range(pl.len(), dtype=pl.UInt32).over(["t_dat", "customer_id", "article_id"]))
     assert line_numbers(df).to_list() == want.to_series().to_list()
     assert line_numbers(df.head(0)).len() == 0
+
+
+def test_line_no_with_integer_codes_matches_a_plain_window():
+    import numpy as np
+
+    from hmrec.features.ids import assign_codes, attach_codes
+    from hmrec.features.transactions import line_numbers
+
+    rng = np.random.default_rng(8)
+    n = 3000
+    df = pl.DataFrame({
+        "t_dat": (pl.Series(rng.integers(0, 9, n)) + 18000).cast(pl.Int32).cast(pl.Date),
+        "customer_id": [f"c{int(i):03d}" for i in rng.integers(0, 30, n)],
+        "article_id": [f"{int(i):010d}" for i in rng.integers(0, 12, n)],
+        "price": pl.Series(rng.random(n), dtype=pl.Float32),
+        "sales_channel_id": pl.Series(rng.integers(1, 3, n), dtype=pl.Int8),
+    })
+    coded = attach_codes(df, assign_codes(df["customer_id"], "customer_id"), assign_codes(df["article_id"], "article_id"))
+    assert coded.select(df.columns).equals(df)  # values unchanged, order kept
+    want = df.select(pl.int_range(pl.len(), dtype=pl.UInt32).over(["t_dat", "customer_id", "article_id"]))
+    assert line_numbers(coded).to_list() == want.to_series().to_list()
+    assert build_transactions(coded).equals(build_transactions(df))

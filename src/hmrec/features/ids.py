@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import polars as pl
 
+from hmrec.features.errors import FeatureInputError
+
 CUSTOMER_IDS_GROUP = "customer_ids"
 ARTICLE_IDS_GROUP = "article_ids"
 CODE_DTYPE = pl.UInt32
@@ -56,3 +58,31 @@ def build_customer_ids(customers: pl.DataFrame, existing: pl.DataFrame | None = 
 
 def build_article_ids(articles: pl.DataFrame, existing: pl.DataFrame | None = None) -> pl.DataFrame:
     return assign_codes(articles["article_id"], "article_id", existing)
+
+
+def attach_codes(
+    transactions: pl.DataFrame, customer_ids: pl.DataFrame, article_ids: pl.DataFrame
+) -> pl.DataFrame:
+    """Add customer_idx / article_idx to transaction rows, and re-point the id strings at the
+    mapping's own strings.
+
+    The second part is a memory measure: a loaded file holds 31.8M separate copies of
+    64-character customer ids (~2.5 GB); after this, each row holds a 16-byte view into
+    the 1.37M distinct ids of the mapping. Values are unchanged. The lookup is a cast to
+    an Enum whose categories are the ids in code order (no join: no 31.8M-row copy).
+    Raises FeatureInputError for an id that is not in its mapping (first such row).
+    """
+    out = transactions
+    for id_col, mapping in (("customer_id", customer_ids), ("article_id", article_ids)):
+        code = code_column(id_col)
+        by_code = mapping.select(id_col, pl.col(code).cast(CODE_DTYPE)).sort(code)
+        if not by_code[code].equals(pl.int_range(by_code.height, dtype=CODE_DTYPE, eager=True).alias(code)):
+            raise ValueError(f"{code} mapping is not dense 0..n-1; build it with assign_codes")
+        ids = by_code[id_col]
+        codes = out[id_col].cast(pl.Enum(ids), strict=False).to_physical().cast(CODE_DTYPE).alias(code)
+        unknown = codes.is_null() & out[id_col].is_not_null()
+        if unknown.any() or out[id_col].null_count():
+            row = int((unknown | out[id_col].is_null()).arg_true()[0])
+            raise FeatureInputError("transactions", id_col, row + 1, out[id_col][row], f"{id_col} has no {code}")
+        out = out.with_columns(ids.gather(codes).alias(id_col), codes)
+    return out

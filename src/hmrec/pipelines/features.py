@@ -30,7 +30,7 @@ from hmrec.data import RawData, load_raw, sample_customers
 from hmrec.features import aggregates, groups
 from hmrec.features.articles import build_articles
 from hmrec.features.customers import build_customers
-from hmrec.features.ids import build_article_ids, build_customer_ids
+from hmrec.features.ids import attach_codes, build_article_ids, build_customer_ids
 from hmrec.features.transactions import build_transactions
 from hmrec.features.views import RETRIEVAL_VIEW, create_retrieval_view
 from hmrec.store import FeatureGroup, FeatureGroupNotFound, FeatureStore
@@ -158,14 +158,17 @@ def run_feature_pipeline(
     # ids: an existing mapping is already inside the new one (extended), so overwrite is exact.
     write(groups.CUSTOMER_IDS, customer_ids, False)
     write(groups.ARTICLE_IDS, article_ids, False)
-    del customers_df, articles_df, customer_ids, article_ids
+    del customers_df, articles_df
 
-    tx = raw.transactions
+    # Integer codes on every row: exact cheap line numbers, and id strings shared with the
+    # mapping instead of one copy per row (~2 GB less at 31.8M rows).
+    tx = attach_codes(raw.transactions, customer_ids, article_ids)
+    del raw, customer_ids, article_ids
     write(groups.TRANSACTIONS, build_transactions(tx), entity_upsert)
     write(groups.ARTICLE_SALES, aggregates.build_article_sales_windows(tx).collect(), False)
     write(groups.CUSTOMER_ACTIVITY, aggregates.build_customer_activity(tx).collect(), False)
     last_day = tx["t_dat"].max()
-    del tx, raw
+    del tx
 
     fv = create_retrieval_view(fs)
     summary.view = {"name": fv.name, "version": fv.version, "columns": fv.columns}
