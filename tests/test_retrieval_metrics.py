@@ -105,3 +105,28 @@ def test_popularity_uses_last_week_then_all_time_counts():
     # c1 wants {a0 (rank 2), a3 (rank 3)} -> 0 hits@2; c2 wants {a1 (1), a2 (0)} -> 2 hits@2
     assert m["recall_at_2"] == pytest.approx(0.5)
     assert m["mrr"] == pytest.approx((1 / 3 + 1) / 2)
+
+
+def test_subsample_keeps_whole_customers_and_consistent_indices():
+    from hmrec.retrieval.metrics import subsample_split
+
+    rng = np.random.default_rng(0)
+    n = 400
+    df = pl.DataFrame(
+        {
+            "customer_id": [f"c{int(c):03d}" for c in rng.integers(0, 80, n)],
+            "article_id": [f"a{int(a)}" for a in rng.integers(0, 30, n)],
+            "t_dat": [date(2020, 9, 15 + int(d)) for d in rng.integers(0, 7, n)],
+        }
+    )
+    s = make_eval_split(df, pl.Series([f"a{i}" for i in range(30)]))
+    sub = subsample_split(s, 100, seed=1)
+    assert 50 <= sub.rows.height <= 150
+    kept = set(sub.customers["customer_id"].to_list())
+    assert set(sub.rows["customer_id"].to_list()) == kept
+    # every kept customer keeps all its rows and pairs, with indices into the new customer list
+    assert sub.rows.height == df.filter(pl.col("customer_id").is_in(list(kept))).height
+    for c_idx, tgt in zip(sub.pair_customer.tolist(), sub.pair_target.tolist()):
+        cid = sub.customers["customer_id"][c_idx]
+        assert f"a{tgt}" in df.filter(pl.col("customer_id") == cid)["article_id"].to_list()
+    assert subsample_split(s, 10_000, seed=1) is s

@@ -54,53 +54,30 @@ class RetrievalStage:
     """
 
     def __init__(self, model: TwoTowerModel, index: CandidateIndex, customers: pl.DataFrame,
-                 history: pl.DataFrame | None = None, n_popular: int = 0, popular_days: int = 7,
-                 prior_weight: float = 0.0):
+                 history: pl.DataFrame | None = None, n_popular: int = 0, popular_days: int = 7):
         self.model = model
         self.index = index
         self.customers = customers
         self.history = None if history is None else history.select("t_dat", "article_id")
         self.n_popular = n_popular if history is not None else 0
         self.popular_days = popular_days
-        self.prior_weight = prior_weight if history is not None else 0.0
         self._article_pos = {a: i for i, a in enumerate(index.article_ids.to_list())}
         self._popular: dict[date, list[str]] = {}
         self._dated_index: tuple[date, CandidateIndex] | None = None
-
-    def popularity_prior(self, as_of: date, smoothing: float = 1.0) -> np.ndarray:
-        """Per indexed article: log share of the last `popular_days` days' sales minus log
-        share of all sales before `as_of` (both smoothed).
-
-        With logQ correction the two-tower score estimates log p(article | customer),
-        which carries the article's popularity over the whole training period. Fashion
-        sells in short windows, so that stale popularity is swapped for the current
-        one at retrieval time: score = q.v + prior_weight * prior. Only history before
-        `as_of` is read, so it is point-in-time safe.
-        """
-        assert self.history is not None
-        before = self.history.filter(pl.col("t_dat") < as_of)
-        recent = before.filter(pl.col("t_dat") >= as_of - timedelta(days=self.popular_days))
-        n = len(self.index)
-
-        def shares(df: pl.DataFrame) -> np.ndarray:
-            counts = np.zeros(n, dtype=np.float64)
-            grouped = df.group_by("article_id").len()
-            pos = np.fromiter((self._article_pos.get(a, -1) for a in grouped["article_id"].to_list()),
-                              dtype=np.int64, count=grouped.height)
-            ok = pos >= 0
-            counts[pos[ok]] = grouped["len"].to_numpy()[ok]
-            return (counts + smoothing) / (counts.sum() + smoothing * n)
-
-        return (np.log(shares(recent)) - np.log(shares(before))).astype(np.float32)
+        # With a popularity prior (hmrec.retrieval.prior) the last embedding column is the
+        # prior on the item side and a constant 1 on the query side.
+        self.has_prior = model.prior is not None
 
     def _index_for(self, as_of: date) -> CandidateIndex:
-        """The candidate index, with the popularity prior of `as_of` as one more dimension
-        (query side 1.0), so FAISS still finds the exact top-k of q.v + w * prior."""
-        if self.prior_weight == 0.0:
+        """The index with the model's popularity prior refreshed as of the day before `as_of`
+        (only sales before the request day count), so the score is taste + what sells now."""
+        if not self.has_prior or self.history is None:
             return self.index
         if self._dated_index is None or self._dated_index[0] != as_of:
-            prior = self.prior_weight * self.popularity_prior(as_of)
-            emb = np.hstack([self.index.embeddings, prior[:, None]])
+            before = self.history.filter(pl.col("t_dat") < as_of)
+            prior = self.model.prior.refresh(before, self.index.article_ids, as_of=as_of - timedelta(days=1))
+            emb = self.index.embeddings.copy()
+            emb[:, -1] = prior.lookup(self.index.article_ids)
             self._dated_index = (as_of, CandidateIndex(self.index.article_ids, emb))
         return self._dated_index[1]
 
@@ -110,13 +87,11 @@ class RetrievalStage:
         return tower.embed(query_rows(self.customers, customer_ids, as_of, list(tower.columns)))
 
     def two_tower(self, customer_ids: list[str], as_of: date, k: int) -> dict[str, list[tuple[str, float]]]:
-        """Top-k (article_id, score) per customer from the two-tower model (with the
-        popularity prior of `as_of` when prior_weight is set)."""
+        """Top-k (article_id, score) per customer from the two-tower model (with its
+        popularity prior refreshed for `as_of`, when the model has one)."""
         if not customer_ids:
             return {}
         q = self.query_embeddings(list(customer_ids), as_of)
-        if self.prior_weight != 0.0:
-            q = np.hstack([q, np.ones((q.shape[0], 1), dtype=np.float32)])
         ids, scores = self._index_for(as_of).retrieve(q, k)
         return {
             c: list(zip(ids[i].tolist(), scores[i].astype(float).tolist()))
@@ -144,7 +119,7 @@ class RetrievalStage:
             return found
         cols = np.fromiter((self._article_pos[a] for a in popular), dtype=np.int64, count=len(popular))
         q = self.query_embeddings(list(customer_ids), as_of)
-        pop_scores = q @ self.index.embeddings[cols].T
+        pop_scores = q @ self._index_for(as_of).embeddings[cols].T
         out = {}
         for i, c in enumerate(customer_ids):
             have = {a for a, _ in found[c]}
@@ -153,8 +128,9 @@ class RetrievalStage:
         return out
 
     def score_pairs(self, customer_ids: list[str], article_ids: list[str], as_of: date) -> np.ndarray:
-        """Two-tower score of each (customer, article) pair on a day: the ranking package's
-        PairScorer. Articles outside the index score NaN."""
+        """Two-tower taste score of each (customer, article) pair on a day (the towers' dot
+        product, without the popularity prior: the ranker has sales features of its own):
+        the ranking package's PairScorer. Articles outside the index score NaN."""
         if len(customer_ids) == 0:
             return np.zeros(0, dtype=np.float32)
         unique = list(dict.fromkeys(customer_ids))
@@ -165,5 +141,6 @@ class RetrievalStage:
                           count=len(article_ids))
         out = np.full(len(customer_ids), np.nan, dtype=np.float32)
         ok = col >= 0
-        out[ok] = np.einsum("ij,ij->i", q[row[ok]], self.index.embeddings[col[ok]])
+        width = self.index.embeddings.shape[1] - (1 if self.has_prior else 0)
+        out[ok] = np.einsum("ij,ij->i", q[row[ok], :width], self.index.embeddings[col[ok], :width])
         return out

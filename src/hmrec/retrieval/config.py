@@ -29,6 +29,9 @@ class TwoTowerConfig:
       the per-table embedding updates run on them in parallel (torch releases the GIL in
       its ops). On small CPUs, num_threads=1 with step_threads=2 avoids an OpenMP barrier
       in every small op; results are identical for any value.
+    epoch_eval_rows: per-epoch validation metrics (model selection) use a seeded sample of
+      customers with about this many rows when the window is larger (None: all rows);
+      the final metrics always use the whole window.
     restore_best: end with the weights of the best validation epoch.
     patience: stop after this many epochs without improving the best metric (None: never).
     batching: "time_local" (default): every batch holds purchases of neighbouring days, so
@@ -57,6 +60,7 @@ class TwoTowerConfig:
     num_threads: int | None = None
     step_threads: int = 1
     eval_every_epoch: bool = True
+    epoch_eval_rows: int | None = 20_000
     best_metric: str = "top_100_accuracy"
     restore_best: bool = True
     patience: int | None = None

@@ -52,24 +52,24 @@ def ranks_of_targets(
     ti = torch.from_numpy(np.array(target_item, dtype=np.int64))
     if len(ti) and (int(ti.min()) < 0 or int(ti.max()) >= n_items):
         raise ValueError(f"target item positions must lie in [0, {n_items})")
-    out = torch.empty(len(ti), dtype=torch.int64)
+    out = np.empty(len(ti), dtype=np.int64)
     chunk = max(1, max_chunk_elements // max(n_items, 1))
-    positions = torch.arange(n_items)
+    positions = np.arange(n_items)
     items_t = items.T.contiguous()
+    tgt_all = ti.numpy()
     for s in range(0, len(ti), chunk):
         e = min(len(ti), s + chunk)
-        tgt = ti[s:e]
-        scores = q.index_select(0, qi[s:e]) @ items_t
-        own = scores.gather(1, tgt[:, None])
-        rank = (scores > own).sum(dim=1)
+        tgt = tgt_all[s:e]
+        scores = (q.index_select(0, qi[s:e]) @ items_t).numpy()
+        own = scores[np.arange(e - s), tgt][:, None]
+        rank = np.count_nonzero(scores > own, axis=1)  # numpy's count is far faster than torch's bool sum
         eq = scores == own
-        tied = eq.sum(dim=1) > 1
-        if bool(tied.any()):
-            rows = tied.nonzero().squeeze(1)
-            before = eq[rows] & (positions[None, :] < tgt[rows, None])
-            rank[rows] += before.sum(dim=1)
+        tied = np.count_nonzero(eq, axis=1) > 1
+        if tied.any():
+            rows = np.flatnonzero(tied)
+            rank[rows] += np.count_nonzero(eq[rows] & (positions[None, :] < tgt[rows, None]), axis=1)
         out[s:e] = rank
-    return out.numpy()
+    return out
 
 
 def top_k_accuracy(ranks: np.ndarray, ks: tuple[int, ...]) -> dict[str, float]:
@@ -148,6 +148,33 @@ class EvalSplit:
     pair_customer: np.ndarray
     pair_target: np.ndarray
     n_items: int
+
+
+def subsample_split(split: EvalSplit, max_rows: int, seed: int) -> EvalSplit:
+    """The split restricted to a seeded random subset of customers with about ``max_rows`` rows.
+
+    Used for per-epoch model selection on big validation windows; the final metrics use
+    the whole split.
+    """
+    if split.rows.height <= max_rows:
+        return split
+    n_cust = split.customers.height
+    keep_share = max_rows / split.rows.height
+    rng = np.random.default_rng(seed)
+    keep = np.sort(rng.choice(n_cust, size=max(1, int(n_cust * keep_share)), replace=False))
+    kept_ids = split.customers["customer_id"].gather(keep)
+    row_mask = split.rows["customer_id"].is_in(kept_ids.implode()).to_numpy()
+    new_index = np.full(n_cust, -1, dtype=np.int64)
+    new_index[keep] = np.arange(len(keep))
+    pair_mask = new_index[split.pair_customer] >= 0
+    return EvalSplit(
+        rows=split.rows.filter(pl.Series(row_mask)),
+        row_target=split.row_target[row_mask],
+        customers=split.customers[keep],
+        pair_customer=new_index[split.pair_customer[pair_mask]],
+        pair_target=split.pair_target[pair_mask],
+        n_items=split.n_items,
+    )
 
 
 def catalogue_positions(article_ids: pl.Series, catalogue_ids: pl.Series, what: str = "evaluation split") -> np.ndarray:

@@ -39,6 +39,7 @@ from hmrec.retrieval.metrics import (
     evaluate_random,
     make_eval_split,
     popularity_scores,
+    subsample_split,
 )
 from hmrec.retrieval.model import TwoTowerModel
 from hmrec.retrieval.prior import PopularityPrior
@@ -496,6 +497,11 @@ def train(
         best_epoch, best_value, best_state = 0, None, None
         metric = config.best_metric if (config.eval_every_epoch and prep.val_split is not None) else "val_retrieval_loss"
         stale = 0
+        epoch_split = None
+        if config.eval_every_epoch and prep.val_split is not None:
+            epoch_split = prep.val_split
+            if config.epoch_eval_rows is not None:
+                epoch_split = subsample_split(prep.val_split, config.epoch_eval_rows, config.seed)
         for epoch in range(1, config.num_epochs + 1):
             te = time.perf_counter()
             loss_sum, seen = run_epoch(engine, prep.train, config.batch_size, gen, on_batch, shard, config.batching)
@@ -508,8 +514,8 @@ def train(
             train_loss = loss_sum / seen
             val_loss = engine.mean_loss(prep.val, config.batch_size) if prep.val is not None else float("nan")
             metrics = {}
-            if config.eval_every_epoch and prep.val_split is not None:
-                metrics = model_metrics(model, prep.val_split, prep.articles, config)
+            if epoch_split is not None:
+                metrics = model_metrics(model, epoch_split, prep.articles, config)
             stats = EpochStats(
                 epoch=epoch,
                 train_retrieval_loss=train_loss,
