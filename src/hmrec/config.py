@@ -96,12 +96,6 @@ class Settings(BaseSettings):
         description="Best sellers of the last week added to the two-tower candidates (0: two-tower only).",
     )
 
-    RETRIEVAL_POPULARITY_PRIOR: float = Field(
-        default=1.0,
-        description="Weight of the current-popularity prior added to two-tower scores at retrieval "
-        "(0: plain two-tower scores).",
-    )
-
     # --- ranking (reference course names) ------------------------------------------
     RANKING_LEARNING_RATE: float = 0.2
     RANKING_ITERATIONS: int = 100

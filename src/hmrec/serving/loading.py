@@ -32,8 +32,7 @@ def load_retrieval_stage(settings: Settings, fs: FeatureStore, registry: ModelRe
         ["t_dat", "article_id"])
     index = CandidateIndex.build(candidate, articles)
     return RetrievalStage(query, index, customers, history=history,
-                          n_popular=settings.RETRIEVAL_POPULAR_CANDIDATES,
-                          prior_weight=settings.RETRIEVAL_POPULARITY_PRIOR)
+                          n_popular=settings.RETRIEVAL_POPULAR_CANDIDATES)
 
 
 def load_recommender(settings: Settings, alias: str = "champion", filter_policy: str | None = None,
