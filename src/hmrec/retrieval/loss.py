@@ -17,11 +17,14 @@ the scale, and a mean is comparable across batch sizes).
 :func:`fused_in_batch_softmax_loss` computes the same loss AND its gradients in one
 pass over row chunks of the logits, so each chunk (chunk x B floats, 2 MB at 256 x
 2048) stays in the CPU cache instead of streaming a 16 MB matrix through memory
-several times; backward only scales the stored gradients. Per chunk: one matmul (with
--log q folded in as an extra column), accidental hits set from a short list of
-(row, column) pairs instead of a B x B comparison, one row-wise softmax kernel (one exp
-per logit), and two matmuls for the gradients. With ``low_precision`` the logits
-matmul runs in bf16 (fp32 accumulation); softmax and gradients stay fp32.
+several times; backward only scales the stored gradients. Per chunk it runs one
+matmul that already subtracts log q and a per-row upper bound of the logits (extra
+columns), so exp cannot overflow and no max pass is needed; accidental hits are set
+from a short list of (row, column) pairs instead of a B x B comparison; then exp in
+place, E @ I, the row sums, and one matmul for the item gradients. Rows whose
+normaliser underflows (a very loose bound) are recomputed exactly. With
+``low_precision`` the logits matmul runs in bf16 (fp32 accumulation; log q and the
+bound are split in two bf16 columns each so they stay exact); exp and gradients stay fp32.
 """
 
 from __future__ import annotations
@@ -135,18 +138,16 @@ def _pool(n: int) -> ThreadPoolExecutor:
     return _POOLS[n]
 
 
-def _chunk_pass(start, stop, qa, ia_t, i1, q32, hit_rows, hit_cols, low_precision, chunk, needs_grad, d_query):
+def _chunk_pass(start, stop, qa, ia_t, i32, q32, hit_rows, hit_cols, low_precision, chunk, needs_grad, d_query):
     """Rows [start, stop): loss sum, this range's d_item^T, rows needing the exact fallback."""
     d = q32.shape[1]
     b = q32.shape[0]
     hr = hit_rows.numpy() if hit_rows is not None else None
     d_item_t = torch.zeros(d, b)
-    total = torch.zeros((), dtype=torch.float64)
+    nll = torch.empty(stop - start)
     bad_rows = []
     for s in range(start, stop, chunk):
         e = min(stop, s + chunk)
-        rows = torch.arange(e - s)
-        diag = rows + s
         logits = torch.mm(qa[s:e], ia_t)
         if low_precision:
             logits = logits.float()
@@ -154,26 +155,26 @@ def _chunk_pass(start, stop, qa, ia_t, i1, q32, hit_rows, hit_cols, low_precisio
             lo_, hi_ = np.searchsorted(hr, [s, e])
             if hi_ > lo_:
                 logits[hit_rows[lo_:hi_] - s, hit_cols[lo_:hi_]] = float("-inf")
-        positive = logits[rows, diag]
+        positive = logits.diagonal(offset=s).clone()  # row r's positive is column r
         logits.exp_()
-        prod = torch.mm(logits, i1)  # [E @ I | z]
-        z = prod[:, d]
-        tiny = z < _TINY
-        any_tiny = bool(tiny.any())
-        if any_tiny:
+        prod = torch.mm(logits, i32)  # E @ I (an extra ones column for z makes MKL slower)
+        z = logits.sum(dim=1)
+        if float(z.min()) < _TINY:
+            tiny = z < _TINY
             bad = tiny.nonzero().squeeze(1)
             bad_rows.append(bad + s)
-            z = z.masked_fill(tiny, 1.0)  # their terms are replaced by exact ones later
-            positive = positive.masked_fill(tiny, 0.0)
+            z.masked_fill_(tiny, 1.0)  # their terms are replaced by exact ones later
+            positive.masked_fill_(tiny, 0.0)
             logits[bad] = 0.0
-        nll = z.log().sub_(positive)
-        if any_tiny:
-            nll[bad] = 0.0
-        total += nll.sum(dtype=torch.float64)
+        out = nll[s - start : e - start]
+        torch.log(z, out=out).sub_(positive)
         if needs_grad:
-            inv_z = z.reciprocal().unsqueeze(1)
-            torch.mul(prod[:, :d], inv_z, out=d_query[s:e])
+            inv_z = z.reciprocal_().unsqueeze(1)
+            torch.mul(prod, inv_z, out=d_query[s:e])
             d_item_t.addmm_(q32[s:e].mul(inv_z).T, logits)
+    for bad in bad_rows:
+        nll[bad - start] = 0.0
+    total = nll.sum(dtype=torch.float64)
     return total, d_item_t, bad_rows
 
 
@@ -182,8 +183,7 @@ class _FusedInBatchSoftmax(torch.autograd.Function):
 
     Per chunk of rows: L = [q, 1, -m] @ [i, -log q, 1]^T = logits - m (m: a per-row upper
     bound on the logits, so exp never overflows and needs no max pass), hits -> -inf,
-    E = exp(L) in place, then [E @ I | E @ 1] in one matmul gives the softmax numerators'
-    products and the normaliser z. With P = E / z and the positive of row r at column r:
+    E = exp(L) in place, E @ I and the row sums z of E. With P = E / z and the positive of row r at column r:
       loss_r = log z_r - L[r, r],  dq_r = (E @ I)_r / z_r - i_r,  d_item = (q / z)^T-weighted E - q.
     """
 
@@ -214,13 +214,12 @@ class _FusedInBatchSoftmax(torch.autograd.Function):
         else:
             qa = torch.cat([q32, ones, -bound.unsqueeze(1)], dim=1)
             ia_t = torch.cat([i32, lq_col, ones], dim=1).T.contiguous()
-        i1 = torch.cat([i32, ones], dim=1)
         needs_grad = ctx.needs_input_grad[0] or ctx.needs_input_grad[1]
         d_query = torch.empty_like(q32)
         # a fixed split into ranges (each with its own d_item buffer, summed in order) makes
         # the result bit-identical whatever the number of threads that run them
         ranges = _split_rows(b, chunk, _RANGES)
-        args = (qa, ia_t, i1, q32, hit_rows, hit_cols, low_precision, chunk, needs_grad, d_query)
+        args = (qa, ia_t, i32, q32, hit_rows, hit_cols, low_precision, chunk, needs_grad, d_query)
         if threads <= 1 or len(ranges) == 1:
             parts = [_chunk_pass(*r, *args) for r in ranges]
         else:
