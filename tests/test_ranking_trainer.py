@@ -10,7 +10,7 @@ from ranking_planted import planted_world
 
 from hmrec.ranking.trainer import default_windows, ranked_lists, train_ranking
 
-SYSTEMS = {"catboost", "catboost_random_negatives", "catboost_yetirank", "two_tower", "popularity", "popularity_global"}
+SYSTEMS = {"catboost", "catboost_random_negatives", "catboost_yetirank", "two_tower", "popularity", "popularity_candidates"}
 
 
 @pytest.fixture(scope="module")
@@ -102,7 +102,7 @@ def test_ranked_lists_breaks_ties_by_the_tie_column() -> None:
 def test_evaluation_sample_and_thinned_training_rows(world: dict) -> None:
     res = _train(world, compare_random_negatives=False, max_eval_customers=50, negatives_per_customer=8)
     m = res.report["metrics"]
-    assert all(m[s]["n_customers"] == 50 for s in ("catboost", "two_tower", "popularity"))
+    assert all(m[s]["n_customers"] == 50 for s in ("catboost", "two_tower", "popularity", "popularity_candidates"))
     rows = res.report["rows"]
     n_train_customers_upper = rows["train_positives"]  # every kept customer has >= 1 positive
     assert rows["train"] - rows["train_positives"] <= 8 * n_train_customers_upper
