@@ -48,6 +48,7 @@ RESULTS = Path(__file__).resolve().parent / "results"
 FULL_ROWS = 31_788_324
 VARIANTS = {
     "exact": dict(fast_matmul=False, compile=False, fused_loss=False),
+    "exact_2py": dict(fast_matmul=False, compile=False, fused_loss=False, omp=1, step_threads=2),
     "fused": dict(fast_matmul=False, compile=False, fused_loss=True),
     "fused_bf16": dict(fast_matmul=True, compile=False, fused_loss=True),
     "compiled_bf16": dict(fast_matmul=True, compile=True, fused_loss=False),
@@ -160,6 +161,30 @@ def time_variant(
     }
 
 
+def calibrate(threads: int, reps: int = 5, n: int = 30) -> float:
+    """ms of the issue's reference micro-step (plain fp32 2048x16 in-batch softmax, CE,
+    backward; 8.7 ms on this machine when idle), best of ``reps``: compares a run's
+    conditions with an idle machine, since other processes slow every figure here."""
+    torch.set_num_threads(threads)
+    g = torch.Generator().manual_seed(0)
+    q = torch.randn(2048, 16, generator=g, requires_grad=True)
+    i = torch.randn(2048, 16, generator=g, requires_grad=True)
+    labels = torch.arange(2048)
+
+    def step() -> None:
+        torch.nn.functional.cross_entropy(q @ i.T, labels).backward()
+
+    for _ in range(5):
+        step()
+    best = float("inf")
+    for _ in range(reps):
+        t = time.perf_counter()
+        for _ in range(n):
+            step()
+        best = min(best, (time.perf_counter() - t) / n * 1000)
+    return best
+
+
 def profile_variant(name: str, data, catalogue, log_q, args) -> str:
     from torch.profiler import ProfilerActivity, profile
 
@@ -199,6 +224,7 @@ def main() -> None:
     p.add_argument("--out", type=Path, default=RESULTS / "two_tower.json")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
+    load_start = psutil.getloadavg()[0]
     t0 = time.perf_counter()
     data, catalogue = synthetic_data(args.rows, args.customers, args.articles, args.seed)
     log_q = log_q_table(data.item_pos.numpy(), args.articles)
@@ -209,6 +235,12 @@ def main() -> None:
     t = time.perf_counter()
     torch.randperm(args.rows, generator=torch.Generator().manual_seed(0))
     shuffle_s = time.perf_counter() - t
+    calib_before = calibrate(args.threads)
+    calib_1 = calibrate(1)
+    print(
+        f"calibration: plain in-batch softmax step {calib_before:.2f} ms at {args.threads} threads (8.7 ms idle), "
+        f"{calib_1:.2f} ms at 1 thread; load average {psutil.getloadavg()[0]:.1f} on {psutil.cpu_count()} CPUs"
+    )
     results = []
     for name in args.variants.split(","):
         r = time_variant(name, data, catalogue, log_q, args)
@@ -223,8 +255,18 @@ def main() -> None:
         )
         results.append(r)
         gc.collect()
+    calib_after = calibrate(args.threads)
     out = {
         "benchmark": "two_tower",
+        # the issue's reference micro-step measured before/after the variants, and on an
+        # idle machine (8.7 ms): the ratio says how much other load slowed this run
+        "calibration_plain_softmax_ms": {
+            "before": round(calib_before, 2),
+            "after": round(calib_after, 2),
+            "one_thread_before": round(calib_1, 2),
+            "idle": 8.7,
+        },
+        "load_avg_1m_at_start": round(load_start, 2),
         "python": platform.python_version(),
         "torch": torch.__version__,
         "cpu_capability": torch.backends.cpu.get_cpu_capability(),

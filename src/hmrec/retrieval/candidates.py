@@ -128,9 +128,9 @@ class RetrievalStage:
         return out
 
     def score_pairs(self, customer_ids: list[str], article_ids: list[str], as_of: date) -> np.ndarray:
-        """Two-tower taste score of each (customer, article) pair on a day (the towers' dot
-        product, without the popularity prior: the ranker has sales features of its own):
-        the ranking package's PairScorer. Articles outside the index score NaN."""
+        """Two-tower score of each (customer, article) pair on a day, exactly the score the
+        retrieval stage ranks by (with the prior refreshed for that day): the ranking
+        package's PairScorer. Articles outside the index score NaN."""
         if len(customer_ids) == 0:
             return np.zeros(0, dtype=np.float32)
         unique = list(dict.fromkeys(customer_ids))
@@ -141,6 +141,5 @@ class RetrievalStage:
                           count=len(article_ids))
         out = np.full(len(customer_ids), np.nan, dtype=np.float32)
         ok = col >= 0
-        width = self.index.embeddings.shape[1] - (1 if self.has_prior else 0)
-        out[ok] = np.einsum("ij,ij->i", q[row[ok], :width], self.index.embeddings[col[ok], :width])
+        out[ok] = np.einsum("ij,ij->i", q[row[ok]], self._index_for(as_of).embeddings[col[ok]])
         return out

@@ -22,8 +22,9 @@ class TwoTowerConfig:
     """Everything that decides what a two-tower training run produces.
 
     fast_matmul: bf16 logits matmul in the in-batch softmax (exact fp32 when False).
-    compile: torch.compile the dense part of the step ("auto": only if it compiles and
-      runs; falls back to eager with a warning otherwise).
+    compile: run the towers + reference loss under torch.compile (falls back to eager with
+      a warning when compilation fails). Slower than the fused eager loss on the 2-core
+      CPU measured (benchmarks/bench_two_tower.py); kept for other hardware.
     num_threads: torch intra-op threads for training (None: leave torch's setting).
     step_threads: Python worker threads inside a training step: the loss's row chunks and
       the per-table embedding updates run on them in parallel (torch releases the GIL in
@@ -55,7 +56,7 @@ class TwoTowerConfig:
     logq_correction: bool = True
     remove_accidental_hits: bool = True
     fast_matmul: bool = False
-    compile: bool | str = False
+    compile: bool = False
     seed: int = 42
     num_threads: int | None = None
     step_threads: int = 1

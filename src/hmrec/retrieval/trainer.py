@@ -5,21 +5,22 @@
 split, encode everything once into tensors, run epochs of in-batch softmax with
 AdamW (dense layers) + row-sparse AdamW (embedding tables, see sparse_adam.py),
 measure validation loss and exact whole-catalogue metrics next to popularity and
-random baselines, and keep the best epoch.
+random baselines, and keep the best epoch. Scores include the popularity prior
+(prior.py) when configured; batches are time-local by default (config.py).
 
-Per step, only index arithmetic happens in Python: a batch is a slice of a shuffled
-index, the query inputs are ``index_select``-ed from pre-encoded tensors, item inputs
-come from the encoded catalogue by catalogue position, and embedding rows are gathered
-outside autograd so their gradients are small dense (rows x dim) blocks.
+Per step, only index arithmetic happens in Python: a batch is a slice of the epoch's
+row order, the query inputs are ``index_select``-ed from pre-encoded tensors, item
+inputs come from the encoded catalogue by catalogue position, and embedding rows are
+gathered outside autograd so their gradients are small dense (rows x dim) blocks.
 """
 
 from __future__ import annotations
 
 import copy
-from concurrent.futures import ThreadPoolExecutor
 import math
 import time
 import warnings
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from typing import Callable
 
