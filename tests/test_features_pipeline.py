@@ -101,6 +101,7 @@ def test_online_lookups_equal_offline_values(tmp_path, data_dir):
     raw = load_raw(data_dir)
     summary = run_feature_pipeline(s, raw=raw)
     fs = FeatureStore(s.store_dir)
+    assert sorted(fs.online.tables()) == ["article_sales_windows", "articles", "customer_activity", "customers"]
     customers = fs.get_feature_group("customers").read()
     for row in customers.head(10).iter_rows(named=True):
         assert fs.online.get("customers", row["customer_id"]) == row

@@ -21,7 +21,9 @@ class GroupSpec:
     description: str
     event_time: str | None = None
     version: int = 1
-    online_key: str | None = field(default=None)  # materialised into the online store under this key
+    # Served from the online store under this key (groups with an event time: the row valid
+    # on the serving day). None: offline only.
+    online_key: str | None = field(default=None)
 
 
 CUSTOMERS = GroupSpec(
@@ -44,22 +46,22 @@ ARTICLE_SALES = GroupSpec(
     aggregates.article_sales_features(),
     "Article sales in the last 7/28 days, change points; read as-of (point-in-time) only.",
     event_time=aggregates.VALID_FROM,
+    online_key="article_id",
 )
 CUSTOMER_ACTIVITY = GroupSpec(
     aggregates.CUSTOMER_ACTIVITY_GROUP, aggregates.CUSTOMER_ACTIVITY_KEY, aggregates.CUSTOMER_ACTIVITY_SCHEMA,
     aggregates.CUSTOMER_ACTIVITY_FEATURES,
     "Customer purchase counts and last purchase date before each day; read as-of only.",
     event_time=aggregates.VALID_FROM,
+    online_key="customer_id",
 )
 CUSTOMER_IDS = GroupSpec(
     ids.CUSTOMER_IDS_GROUP, ["customer_id"], ids.ids_schema("customer_id"), ids.ids_features("customer_id"),
     "customer_id -> dense UInt32 customer_idx shared by every pipeline.",
-    online_key="customer_id",
 )
 ARTICLE_IDS = GroupSpec(
     ids.ARTICLE_IDS_GROUP, ["article_id"], ids.ids_schema("article_id"), ids.ids_features("article_id"),
     "article_id -> dense UInt32 article_idx shared by every pipeline.",
-    online_key="article_id",
 )
 
 ALL_GROUPS: list[GroupSpec] = [

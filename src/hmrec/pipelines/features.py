@@ -178,12 +178,16 @@ def run_feature_pipeline(
     # Online store: the latest entity features, and the aggregates as of the day after the
     # last purchase (the day a recommendation made now is for).
     summary.as_of = None if last_day is None else last_day + dt.timedelta(days=1)
-    for spec in (groups.CUSTOMERS, groups.ARTICLES, groups.CUSTOMER_IDS, groups.ARTICLE_IDS):
-        summary.online_rows[spec.name] = fs.materialize(fs.get_feature_group(spec.name, spec.version))
-    if summary.as_of is not None:
-        for spec, key in ((groups.ARTICLE_SALES, "article_id"), (groups.CUSTOMER_ACTIVITY, "customer_id")):
-            df = _latest_as_of(fs.get_feature_group(spec.name, spec.version), key, summary.as_of)
-            summary.online_rows[spec.name] = fs.online.materialize(spec.name, df, key)
+    # (Id codes are not served: models carry their own vocabularies and take raw ids.)
+    for spec in groups.ALL_GROUPS:
+        if spec.online_key is None:
+            continue
+        fg = fs.get_feature_group(spec.name, spec.version)
+        if spec.event_time is None:
+            summary.online_rows[spec.name] = fs.materialize(fg)
+        elif summary.as_of is not None:
+            df = _latest_as_of(fg, spec.online_key, summary.as_of)
+            summary.online_rows[spec.name] = fs.online.materialize(spec.name, df, spec.online_key)
     lap("online store")
     tick("online store")
 
