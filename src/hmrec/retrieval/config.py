@@ -25,11 +25,12 @@ class TwoTowerConfig:
     compile: run the towers + reference loss under torch.compile (falls back to eager with
       a warning when compilation fails). Slower than the fused eager loss on the 2-core
       CPU measured (benchmarks/bench_two_tower.py); kept for other hardware.
-    num_threads: torch intra-op threads for training (None: leave torch's setting).
+    num_threads: torch intra-op (OpenMP) threads while training (None: leave torch's setting).
     step_threads: Python worker threads inside a training step: the loss's row chunks and
       the per-table embedding updates run on them in parallel (torch releases the GIL in
-      its ops). On small CPUs, num_threads=1 with step_threads=2 avoids an OpenMP barrier
-      in every small op; results are identical for any value.
+      its ops). The defaults (1 OpenMP thread, 2 step threads) suit a 2-core machine: no
+      OpenMP barrier in every small op, and no spinning threads when other processes
+      share the cores. Results are bit-identical for any value of step_threads.
     epoch_eval_rows: per-epoch validation metrics (model selection) use a seeded sample of
       customers with about this many rows when the window is larger (None: all rows);
       the final metrics always use the whole window.
@@ -58,8 +59,8 @@ class TwoTowerConfig:
     fast_matmul: bool = False
     compile: bool = False
     seed: int = 42
-    num_threads: int | None = None
-    step_threads: int = 1
+    num_threads: int | None = 1
+    step_threads: int = 2
     eval_every_epoch: bool = True
     epoch_eval_rows: int | None = 20_000
     best_metric: str = "top_100_accuracy"

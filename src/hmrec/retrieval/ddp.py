@@ -105,6 +105,7 @@ def main(argv: list[str] | None = None) -> int:
             weight_decay=args.weight_decay,
             seed=args.seed,
             num_threads=args.threads,
+            step_threads=1,  # one process per core already
             fast_matmul=args.fast_matmul,
         )
         for path in (args.train, args.articles, args.val):
