@@ -57,7 +57,8 @@ def test_reports_follow_the_design_shape(trained):
 def test_time_layout_keeps_the_future_out(trained):
     settings, _ = trained
     layout = split_layout(FeatureStore(settings.store_dir), settings)
-    assert layout["retrieval_train_end"] == layout["validation_start"] - dt.timedelta(days=7)
+    weeks = settings.RANKING_TRAIN_WEEKS
+    assert layout["retrieval_train_end"] == layout["validation_start"] - dt.timedelta(days=7 * weeks)
     assert layout["test_start"] == layout["validation_start"] + dt.timedelta(days=7)
     retrieval = json.loads((settings.reports_dir / "retrieval.json").read_text())
     assert retrieval["layout"]["retrieval_train_end"] == layout["retrieval_train_end"].isoformat()

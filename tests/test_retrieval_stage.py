@@ -72,13 +72,13 @@ def test_candidates_merge_popular_articles_within_the_budget(parts):
         assert set(popular) <= set(articles)
 
 
-def test_pair_scores_are_plain_dot_products(parts):
+def test_pair_scores_are_the_retrieval_scores(parts):
     model, index, customers, history, as_of = parts
     stage = RetrievalStage(model, index, customers, history=history)
     c = customers["customer_id"].head(3).to_list()
     a = index.article_ids.head(3).to_list()
     got = stage.score_pairs(c + ["0" * 64], a + ["9999999999"], as_of)
     q = stage.query_embeddings(c, as_of)
-    expected = np.einsum("ij,ij->i", q[:, :-1], index.embeddings[:3, :-1])  # taste only, no prior
+    expected = np.einsum("ij,ij->i", q, stage._index_for(as_of).embeddings[:3])  # the retrieval score
     np.testing.assert_allclose(got[:3], expected, rtol=1e-5)
     assert np.isnan(got[3])  # an article outside the index has no score

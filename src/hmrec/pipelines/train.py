@@ -6,11 +6,11 @@ run alone.
 
 Time layout (DESIGN.md section 4, plus one week for the ranker)::
 
-    ... retrieval training ... | ranking week | validation week | test week |
+    ... retrieval training ... | ranking weeks | validation week | test week |
                                ^ retrieval_train_end
 
-The two-tower model trains on the retrieval view's training split up to one week
-before validation; that last training week builds the ranker's rows, so the two-tower
+The two-tower model trains on the retrieval view's training split up to
+RANKING_TRAIN_WEEKS weeks before validation; those weeks build the ranker's rows, so the two-tower
 score the ranker learns from is out-of-sample there, as it is at serving time. Both
 models are validated on the validation week; the test week is left to `hmrec evaluate`.
 """
@@ -71,7 +71,7 @@ def split_layout(fs: FeatureStore, settings: Settings) -> dict[str, dt.date]:
     """The dates every stage agrees on: validation/test windows and the ranking week."""
     fv = fs.get_feature_view(RETRIEVAL_VIEW)
     bounds = fv.split_bounds(test_days=settings.TEST_DAYS, validation_days=settings.VALIDATION_DAYS)
-    _, _, retrieval_train_end = default_windows(bounds.validation_start, n_train_weeks=1,
+    _, _, retrieval_train_end = default_windows(bounds.validation_start, n_train_weeks=settings.RANKING_TRAIN_WEEKS,
                                                 days=settings.VALIDATION_DAYS)
     return {"retrieval_train_end": retrieval_train_end, "validation_start": bounds.validation_start,
             "test_start": bounds.test_start, "test_end": bounds.test_end}
@@ -166,7 +166,7 @@ def train_ranking_stage(settings: Settings, progress: Progress | None = None, fo
     inputs = load_inputs(fs)
     view = ranking_feature_view(fs)
     train_windows, validation_window, retrieval_train_end = default_windows(
-        layout["validation_start"], n_train_weeks=1, days=settings.VALIDATION_DAYS)
+        layout["validation_start"], n_train_weeks=settings.RANKING_TRAIN_WEEKS, days=settings.VALIDATION_DAYS)
     seconds = {"read": time.perf_counter() - t0}
     steps = iter(range(1, 100))
 
