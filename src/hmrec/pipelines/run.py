@@ -12,8 +12,9 @@ from hmrec.pipelines.data import run_data_step
 from hmrec.pipelines.features import run_feature_pipeline
 from hmrec.pipelines.progress import step_progress
 from hmrec.pipelines.evaluate import run_evaluate_step
-from hmrec.pipelines.summary import (EVALUATION_METRICS, features_table, metrics_table, steps_table,
+from hmrec.pipelines.summary import (evaluation_metrics, features_table, metrics_table, steps_table,
                                      training_table)
+from hmrec.serving.loading import candidate_budget
 from hmrec.pipelines.train import train_ranking_stage, train_retrieval_stage
 
 
@@ -47,7 +48,7 @@ def run_all(settings: Settings, console: Console) -> dict[str, float]:
     seconds["evaluate"] = time.perf_counter() - t0
     console.print(metrics_table(f"Headline: test week {evaluation.result.test_start} .. "
                                 f"({evaluation.result.n_customers:,} customers)",
-                                evaluation.result.metrics, EVALUATION_METRICS))
+                                evaluation.result.metrics, evaluation_metrics(candidate_budget(settings))))
     console.print(f"report: {evaluation.report_path}")
     console.print(steps_table(seconds))
     return seconds
