@@ -162,6 +162,18 @@ def test_bad_value_fails_before_anything_is_written(tmp_path, data_dir):
     assert versions == {g.name: fs.get_feature_group(g.name).commit_version() for g in groups.ALL_GROUPS}
 
 
+def test_unknown_article_in_transactions_fails_before_anything_is_written(tmp_path, data_dir):
+    s = settings_for(tmp_path, data_dir)
+    raw = load_raw(data_dir)
+    bad_tx = raw.transactions.with_columns(
+        pl.when(pl.int_range(pl.len()) == 9).then(pl.lit("0000000001")).otherwise(pl.col("article_id"))
+        .alias("article_id"))
+    with pytest.raises(FeatureInputError) as exc:
+        run_feature_pipeline(s, raw=type(raw)(raw.articles, raw.customers, bad_tx, raw.report))
+    assert (exc.value.column, exc.value.row, exc.value.value) == ("article_id", 10, "0000000001")
+    assert FeatureStore(s.store_dir).list_feature_groups() == []
+
+
 def test_sampling_to_the_configured_size(tmp_path, data_dir):
     s = Settings(HOME_DIR=tmp_path / "home", DATA_DIR=data_dir, CUSTOMER_DATA_SIZE="SMALL")
     raw = load_raw(data_dir)
