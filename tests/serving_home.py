@@ -8,6 +8,7 @@ test that posts events or registers a model changes nothing another test sees.
 
 from __future__ import annotations
 
+import fcntl
 import os
 import shutil
 import signal
@@ -27,27 +28,41 @@ TOKEN = "test-token-0123456789"
 
 
 def tiny_settings(home: Path, **overrides) -> Settings:
-    values = dict(HOME_DIR=home, TWO_TOWER_NUM_EPOCHS=2, TWO_TOWER_MODEL_BATCH_SIZE=256,
-                  RANKING_ITERATIONS=20, RANKING_DEPTH=4, SEED=7)
+    values = {"HOME_DIR": home, "TWO_TOWER_NUM_EPOCHS": 2, "TWO_TOWER_MODEL_BATCH_SIZE": 256,
+              "RANKING_ITERATIONS": 20, "RANKING_DEPTH": 4, "SEED": 7}
     values.update(overrides)
     return Settings(**values)
 
 
-def trained_home(base: Path) -> Path:
-    """Generate ~300 customers, build features, train and register both models (once)."""
+def trained_home(tmp_path_factory) -> Path:
+    """Generate ~300 customers, build features, train and register both models: once per
+    test session (pytest-xdist workers of one session share it; the first one builds it
+    under a file lock). Tests never write into it: servers get copies."""
     if "home" not in _BUILT:
-        from hmrec.data import generate
-        from hmrec.pipelines.features import run_feature_pipeline
-        from hmrec.pipelines.train import train_ranking_stage, train_retrieval_stage
-
-        home = base / "trained"
-        settings = tiny_settings(home)
-        generate(settings.data_dir, n_customers=300, seed=7)
-        run_feature_pipeline(settings)
-        train_retrieval_stage(settings)
-        train_ranking_stage(settings)
+        base = tmp_path_factory.getbasetemp()
+        if os.environ.get("PYTEST_XDIST_WORKER"):
+            base = base.parent  # the session's folder, shared by its workers
+        home = base / "serving-trained-home"
+        with open(base / "serving-trained-home.lock", "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            if not (home / "ready").exists():
+                _build(home)
+                (home / "ready").touch()
         _BUILT["home"] = home
     return _BUILT["home"]
+
+
+def _build(home: Path) -> None:
+    from hmrec.data import generate
+    from hmrec.pipelines.features import run_feature_pipeline
+    from hmrec.pipelines.train import train_ranking_stage, train_retrieval_stage
+
+    shutil.rmtree(home, ignore_errors=True)  # a build that died half way
+    settings = tiny_settings(home)
+    generate(settings.data_dir, n_customers=300, seed=7)
+    run_feature_pipeline(settings)
+    train_retrieval_stage(settings)
+    train_ranking_stage(settings)
 
 
 def copy_home(src: Path, dst: Path) -> Path:
@@ -92,7 +107,7 @@ class ServerProcess:
         self.env = {**os.environ, "HMREC_HOME": str(home), **env}
         self.proc: subprocess.Popen | None = None
 
-    def start(self) -> "ServerProcess":
+    def start(self) -> ServerProcess:
         code = ("import sys; from hmrec.config import Settings; from hmrec.serving.api import serve; "
                 f"serve(Settings(), host='127.0.0.1', port={self.port})")
         self.proc = subprocess.Popen([sys.executable, "-c", code], env=self.env, stdout=subprocess.DEVNULL,
@@ -126,7 +141,7 @@ class ServerThread:
         self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning"))
         self.thread = threading.Thread(target=self.server.run, daemon=True)
 
-    def start(self, ready: bool = True) -> "ServerThread":
+    def start(self, ready: bool = True) -> ServerThread:
         self.thread.start()
         deadline = time.monotonic() + 60
         while not self.server.started and time.monotonic() < deadline:

@@ -19,7 +19,7 @@ from hmrec.store import FeatureStore
 
 @pytest.fixture(scope="module")
 def home(tmp_path_factory):
-    return trained_home(tmp_path_factory.mktemp("serving"))
+    return trained_home(tmp_path_factory)
 
 
 @pytest.fixture(scope="module")

@@ -33,8 +33,8 @@ import copy
 import datetime as dt
 import threading
 from collections import OrderedDict
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Sequence
 
 import numpy as np
 import polars as pl
@@ -108,7 +108,7 @@ class FourStageRecommender:
         self._context_keys: dict[dt.date, tuple] = {}
         self._last_day: dt.date | None = self.history["t_dat"].max()
 
-    def with_policy(self, filter_policy: str) -> "FourStageRecommender":
+    def with_policy(self, filter_policy: str) -> FourStageRecommender:
         """The same models and features under another filter policy (shares memory)."""
         clone = copy.copy(self)
         if filter_policy not in FILTER_POLICIES:

@@ -1,0 +1,467 @@
+"""The HTTP service: the 4-stage recommender behind FastAPI + uvicorn.
+
+    GET  /recommendations/{customer_id}?k=12&at=YYYY-MM-DD   ordered articles + attributes
+    POST /events                  (bearer token) a purchase or click; durable before the 2xx
+    GET  /articles/{article_id}   catalogue attributes
+    GET  /health                  503 until models, index and events are loaded, then 200
+    POST /admin/reload            (bearer token; absent without one) load the new champion
+    GET  /docs, /openapi.json     the OpenAPI page
+
+Design choices, and why:
+
+* Ready when it says so. Models load in a background thread after the socket is
+  open, so /health can answer 503 ("loading") instead of connections being refused;
+  recommendations answer 503 with Retry-After until then.
+* Events are written to the log (fsync) before they are applied and before the 2xx
+  (hmrec.serving.events), and the log is replayed at start-up and into every reloaded
+  model, so an acknowledged event survives kill -9 and a reload.
+* Reload builds the new recommender aside, replays the events into it, and swaps one
+  reference under the events lock: requests in flight finish on the old one, none
+  waits for the load, no event falls between the two.
+* Recommendation handlers run on the event loop (they are CPU-bound and take about a
+  millisecond; a thread hop would cost more than it buys under the GIL); event
+  handlers run in the thread pool because fsync waits on the disk.
+* Secure defaults: loopback bind, bounded bodies (413) and header sizes, ids checked
+  against the data contract, constant-time token comparison, admin routes not even
+  registered when no token is configured.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+import secrets
+import threading
+import time
+import traceback
+from collections.abc import Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import polars as pl
+from fastapi import Depends, FastAPI, HTTPException, Path, Query, Request
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from hmrec.config import Settings
+from hmrec.serving import schemas
+from hmrec.serving.events import Event, EventLog, ingested_seq, purchases_frame
+from hmrec.serving.recommender import FourStageRecommender
+
+log = logging.getLogger("hmrec.serving")
+
+MODEL_NAMES = ("query_model", "candidate_model", "ranking_model")
+#: Attributes returned with every article (what a product tile needs).
+ARTICLE_FIELDS = tuple(f for f in schemas.Article.model_fields if f != "article_id")
+#: Largest request line + headers uvicorn buffers (h11); longer requests are refused.
+MAX_HEADER_BYTES = 16 * 1024
+
+
+# ---------------------------------------------------------------------------- state
+@dataclass
+class ServingState:
+    """Everything a request reads, swapped as one reference on reload."""
+
+    recommender: FourStageRecommender
+    models: dict[str, int | None]
+    articles: dict[str, dict[str, Any]]
+    loaded_at: str
+    events_replayed: int = 0
+
+
+def _article_table(articles: pl.DataFrame) -> dict[str, dict[str, Any]]:
+    cols = ["article_id", *[c for c in ARTICLE_FIELDS if c in articles.columns]]
+    return {row["article_id"]: row for row in articles.select(cols).iter_rows(named=True)}
+
+
+def _model_versions(settings: Settings, alias: str) -> dict[str, int | None]:
+    from hmrec.registry import ModelRegistry, RegistryError
+
+    registry = ModelRegistry.from_settings(settings)
+    out: dict[str, int | None] = {}
+    for name in MODEL_NAMES:
+        try:
+            out[name] = registry.get_version(name, alias=alias).version
+        except RegistryError:
+            out[name] = None
+    return out
+
+
+def _default_loader(settings: Settings, alias: str) -> tuple[FourStageRecommender, dict[str, int | None]]:
+    from hmrec.serving.loading import load_recommender
+
+    versions = _model_versions(settings, alias)
+    return load_recommender(settings, alias=alias), versions
+
+
+Loader = Callable[[Settings, str], tuple[FourStageRecommender, dict[str, int | None]]]
+
+
+class Service:
+    """The service's moving parts: current state, the events log, loading and reloading."""
+
+    def __init__(self, settings: Settings, recommender: FourStageRecommender | None = None,
+                 alias: str = "champion", loader: Loader | None = None,
+                 models: dict[str, int | None] | None = None) -> None:
+        self.settings = settings
+        self.alias = alias
+        self.loader = loader or _default_loader
+        self.log = EventLog(settings.store_dir)
+        self.state: ServingState | None = None
+        self.status = "loading"
+        self.error: str | None = None
+        self.reloading = False
+        self._events_lock = threading.Lock()
+        self._given = recommender
+        self._given_models = models or {n: None for n in MODEL_NAMES}
+
+    # -- loading -------------------------------------------------------------------------
+    def start(self, background: bool = True) -> None:
+        """Load models (unless given), replay the events log, warm up; /health turns 200."""
+        if background:
+            threading.Thread(target=self._start, name="hmrec-load", daemon=True).start()
+        else:
+            self._start()
+
+    def _start(self) -> None:
+        try:
+            started = time.perf_counter()
+            self.log.open()  # repairs a torn tail and learns the seqs written so far
+            if self._given is not None:
+                rec, models = self._given, self._given_models
+            else:
+                rec, models = self.loader(self.settings, self.alias)
+            state = self._prepare(rec, models)
+            with self._events_lock:
+                state.events_replayed = self._replay(state.recommender, fix_online=True)
+                self.state = state
+            self.status = "ok"
+            log.info("ready in %.1f s (%d events replayed)", time.perf_counter() - started, state.events_replayed)
+        except Exception as exc:  # noqa: BLE001 - any failure is reported by /health; the process keeps answering
+            self.status = "error"
+            self.error = f"{type(exc).__name__}: {exc}"
+            log.error("loading failed: %s\n%s", self.error, traceback.format_exc())
+
+    def _prepare(self, rec: FourStageRecommender, models: dict[str, int | None]) -> ServingState:
+        last = rec.last_day()
+        if last is not None:
+            rec.warm_up(last + dt.timedelta(days=1))
+        return ServingState(rec, dict(models), _article_table(rec.articles),
+                            dt.datetime.now(dt.UTC).isoformat(timespec="seconds"))
+
+    def _replay(self, rec: FourStageRecommender, fix_online: bool) -> int:
+        """Apply every purchase in the log the store does not hold yet. Holds the events lock."""
+        done = ingested_seq(self.settings.store_dir)
+        from hmrec.serving.events import read_events
+
+        events = [e for e in read_events(self.settings.store_dir) if e.seq > done]
+        purchases = purchases_frame(events)
+        if purchases.height:
+            rec.add_purchases(purchases)
+            if fix_online:
+                self._update_online(rec, purchases["customer_id"].unique().to_list())
+        return len(events)
+
+    def reload(self, alias: str | None = None) -> bool:
+        """Start loading `alias` in the background; False when a reload is already running."""
+        with self._events_lock:
+            if self.reloading:
+                return False
+            self.reloading = True
+        threading.Thread(target=self._reload, args=(alias or self.alias,), name="hmrec-reload",
+                         daemon=True).start()
+        return True
+
+    def _reload(self, alias: str) -> None:
+        try:
+            rec, models = self.loader(self.settings, alias)
+            state = self._prepare(rec, models)
+            with self._events_lock:  # no event can fall between the replay and the swap
+                state.events_replayed = self._replay(state.recommender, fix_online=False)
+                self.state = state
+                self.alias = alias
+            self.status, self.error = "ok", None
+            log.info("reloaded %s: %s", alias, models)
+        except Exception as exc:  # noqa: BLE001 - whatever failed, keep serving the old models
+            self.error = f"reload failed: {type(exc).__name__}: {exc}"
+            log.error("%s\n%s", self.error, traceback.format_exc())
+        finally:
+            self.reloading = False
+
+    # -- events --------------------------------------------------------------------------
+    def record(self, ev: schemas.EventIn) -> tuple[Event, bool]:
+        """Append durably, then apply. Returns (event, duplicate)."""
+        state = self.state
+        if state is None:
+            raise HTTPException(503, "the service is still loading; retry shortly", headers={"Retry-After": "1"})
+        rec = state.recommender
+        if ev.article_id not in state.articles:
+            raise HTTPException(422, f"article_id {ev.article_id!r} is not in the catalogue")
+        if ev.t_dat is not None:
+            day = schemas.parse_day(ev.t_dat, "t_dat")
+        else:
+            last = rec.last_day()
+            day = last if last is not None else dt.date.today()
+        with self._events_lock:
+            if ev.event_id is not None and self.log.seen(ev.event_id):
+                found = self.log.find(ev.event_id)
+                if found is not None:
+                    return found, True
+            written, others = self.log.append(ev.type, ev.customer_id, ev.article_id, day, ev.price,
+                                              ev.sales_channel_id, ev.event_id)
+            rec = self.state.recommender if self.state is not None else rec  # a reload may have swapped
+            new = [*others, *([written] if written is not None else [])]
+            purchases = purchases_frame(new)
+            if purchases.height:
+                rec.add_purchases(purchases)
+                self._update_online(rec, purchases["customer_id"].unique().to_list())
+            if written is None:  # a concurrent duplicate written by another process
+                found = self.log.find(ev.event_id or "")
+                assert found is not None
+                return found, True
+            return written, False
+
+    def _update_online(self, rec: FourStageRecommender, customer_ids: list[str]) -> None:
+        """Rewrite the customers' customer_activity rows in the online store from their full
+        history (store + events): idempotent, so a replay after a crash cannot double count."""
+        from hmrec.features import groups
+        from hmrec.store import FeatureStore
+
+        fs = FeatureStore(self.settings.store_dir)
+        table = groups.CUSTOMER_ACTIVITY.name
+        try:
+            if table not in fs.online.tables():
+                return
+            rows = []
+            for c in customer_ids:
+                days = rec.purchase_days(c)
+                if days:
+                    rows.append({"customer_id": c, "valid_from": days[-1] + dt.timedelta(days=1),
+                                 "purchase_count": len(days), "purchase_days": len(set(days)),
+                                 "last_purchase_date": days[-1]})
+            if rows:
+                fs.online.upsert(table, pl.DataFrame(rows, schema=fs.online.schema(table)))
+        finally:
+            fs.online.close()
+
+    # -- reads ---------------------------------------------------------------------------
+    def ready_state(self) -> ServingState:
+        state = self.state
+        if state is None:
+            detail = self.error if self.status == "error" else "the service is still loading; retry shortly"
+            raise HTTPException(503, detail, headers={"Retry-After": "1"})
+        return state
+
+
+# ---------------------------------------------------------------------------- HTTP
+class BodyLimit:
+    """ASGI middleware: refuse request bodies over `limit` bytes with 413 (also chunked ones)."""
+
+    def __init__(self, app: Any, limit: int) -> None:
+        self.app = app
+        self.limit = limit
+
+    async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
+        if scope["type"] != "http" or scope["method"] in ("GET", "HEAD", "OPTIONS"):
+            return await self.app(scope, receive, send)
+        length = dict(scope.get("headers") or []).get(b"content-length")
+        if length is not None and (not length.isdigit() or int(length) > self.limit):
+            return await self._too_large(send)
+        body = b""
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return
+            body += message.get("body", b"")
+            if len(body) > self.limit:
+                return await self._too_large(send)
+            if not message.get("more_body"):
+                break
+        sent = False
+
+        async def replay() -> dict:
+            nonlocal sent
+            if not sent:
+                sent = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            return await receive()
+
+        await self.app(scope, replay, send)
+
+    async def _too_large(self, send: Callable) -> None:
+        payload = json.dumps({"detail": f"request body larger than {self.limit} bytes"}).encode()
+        await send({"type": "http.response.start", "status": 413,
+                    "headers": [(b"content-type", b"application/json"),
+                                (b"content-length", str(len(payload)).encode()), (b"connection", b"close")]})
+        await send({"type": "http.response.body", "body": payload})
+
+
+#: What a pattern-checked field must look like, in words.
+_PATTERNS = {
+    "customer_id": "must be 64 hexadecimal characters",
+    "article_id": "must be 10 digits, e.g. 0108775015",
+    "at": "must be a date YYYY-MM-DD",
+    "t_dat": "must be a date YYYY-MM-DD",
+    "event_id": "must be 1-64 letters, digits or _ . : -",
+    "alias": "must be 1-64 letters, digits or _ . -",
+}
+
+
+def _message(errors: list[dict]) -> str:
+    """One line naming each bad field, what it must be, and the value given."""
+    parts = []
+    for e in errors:
+        loc = [str(x) for x in e.get("loc", ()) if x not in ("body", "query", "path")]
+        where = ".".join(loc) or "request"
+        msg = e.get("msg", "invalid")
+        if e.get("type") == "string_pattern_mismatch" and loc and loc[-1] in _PATTERNS:
+            msg = _PATTERNS[loc[-1]]
+        given = e.get("input")
+        shown = "" if given is None or isinstance(given, (dict, list)) else f" (got {str(given)[:80]!r})"
+        parts.append(f"{where}: {msg}{shown}")
+    return "; ".join(parts)
+
+
+def create_app(settings: Settings, recommender: FourStageRecommender | None = None,
+               alias: str = "champion", loader: Loader | None = None,
+               models: dict[str, int | None] | None = None) -> FastAPI:
+    """The FastAPI app. Without `recommender`, the `alias` models are loaded from the
+    registry (and features from the store) in the background when the app starts."""
+    service = Service(settings, recommender, alias=alias, loader=loader, models=models)
+    token = settings.API_TOKEN or None
+    bearer = HTTPBearer(auto_error=False, description="Settings.API_TOKEN")
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        service.start(background=True)
+        yield
+        service.log.close()
+
+    app = FastAPI(
+        title="hmrec",
+        version="1",
+        description="Real-time fashion recommendations: retrieve -> filter -> rank -> order.",
+        lifespan=lifespan,
+    )
+    app.state.service = service
+    app.add_middleware(BodyLimit, limit=schemas.MAX_BODY_BYTES)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        errors = jsonable_encoder(exc.errors(), custom_encoder={Exception: str})
+        for e in errors:
+            e.pop("ctx", None)
+            e.pop("url", None)
+        return JSONResponse(status_code=422, content={"detail": errors, "message": _message(errors)})
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        return JSONResponse(status_code=exc.status_code, content={"detail": exc.detail},
+                            headers=getattr(exc, "headers", None))
+
+    def authorized(creds: HTTPAuthorizationCredentials | None = Depends(bearer)) -> None:  # noqa: B008
+        if token is None:
+            raise HTTPException(403, "disabled: no API token is configured (set API_TOKEN)")
+        if creds is None:
+            raise HTTPException(401, "missing bearer token (Authorization: Bearer <token>)",
+                                headers={"WWW-Authenticate": "Bearer"})
+        if not secrets.compare_digest(creds.credentials.encode(), token.encode()):
+            raise HTTPException(403, "invalid token")
+
+    errors_4xx = {400: {"model": schemas.ErrorOut, "description": "The body cannot be read (e.g. not UTF-8)"},
+                  401: {"model": schemas.ErrorOut}, 403: {"model": schemas.ErrorOut},
+                  413: {"model": schemas.ErrorOut}, 422: {"model": schemas.ErrorOut},
+                  503: {"model": schemas.ErrorOut}}
+
+    @app.get("/health", response_model=schemas.Health, responses={503: {"model": schemas.Health}})
+    async def health() -> JSONResponse:
+        state = service.state
+        body: dict[str, Any] = {"status": service.status if state is None else "ok",
+                                "reloading": service.reloading, "error": service.error}
+        if state is not None:
+            rec = state.recommender
+            last = rec.last_day()
+            body.update(models=state.models, articles=len(state.articles), customers=rec.customers.height,
+                        events_replayed=state.events_replayed, loaded_at=state.loaded_at,
+                        current_day=None if last is None else last.isoformat())
+        return JSONResponse(status_code=200 if state is not None else 503, content=body)
+
+    @app.get("/recommendations/{customer_id}", response_model=schemas.RecommendationOut,
+             responses=errors_4xx)
+    async def recommendations(
+        customer_id: str = Path(pattern=schemas.CUSTOMER_ID_PATTERN, description="64 hex characters"),
+        k: int = Query(12, ge=1, le=schemas.MAX_K, description="How many articles (1..100)"),
+        at: str | None = Query(None, pattern=schemas.DATE_PATTERN,
+                               description="Day to recommend for (YYYY-MM-DD); default: the day "
+                               "after the last known purchase"),
+        age: int | None = Query(None, ge=0, le=120, description="Age, for a cold-start answer"),
+        debug: bool = Query(False, description="Add the query embedding (skew checks)"),
+    ) -> JSONResponse:
+        state = service.ready_state()
+        rec = state.recommender
+        cid = customer_id.lower()
+        if at is None:
+            last = rec.last_day()
+            day = (last + dt.timedelta(days=1)) if last is not None else dt.date.today()
+        else:
+            try:
+                day = schemas.parse_day(at, "at")
+            except ValueError as exc:
+                raise HTTPException(422, str(exc)) from None
+        r = rec.recommend(cid, day, k, age=age)
+        arts = state.articles
+        items = []
+        for i, (a, s, stage) in enumerate(zip(r.article_ids, r.scores, r.stages), start=1):
+            item = {"rank": i, "score": s, "stage": stage}
+            item.update(arts.get(a) or {"article_id": a})
+            items.append(item)
+        body: dict[str, Any] = {"customer_id": cid, "at": day.isoformat(), "k": k, "cold_start": r.cold_start,
+                                "items": items, "models": state.models}
+        if debug:
+            emb = rec.query_embeddings([cid], day)[0] if not r.cold_start else None
+            body["debug"] = {"query_embedding": None if emb is None else [float(x) for x in emb]}
+        return JSONResponse(body)
+
+    @app.get("/articles/{article_id}", response_model=schemas.Article,
+             responses={404: {"model": schemas.ErrorOut}, 422: {"model": schemas.ErrorOut},
+                        503: {"model": schemas.ErrorOut}})
+    async def article(article_id: str = Path(pattern=schemas.ARTICLE_ID_PATTERN,
+                                             description="10 digits")) -> JSONResponse:
+        found = service.ready_state().articles.get(article_id)
+        if found is None:
+            raise HTTPException(404, f"article {article_id} is not in the catalogue")
+        return JSONResponse(found)
+
+    @app.post("/events", response_model=schemas.EventAccepted, responses=errors_4xx,
+              dependencies=[Depends(authorized)])
+    def events(event: schemas.EventIn) -> JSONResponse:
+        ev, duplicate = service.record(event)
+        return JSONResponse({"event_id": ev.event_id, "seq": ev.seq, "type": ev.type,
+                             "customer_id": ev.customer_id, "article_id": ev.article_id,
+                             "t_dat": ev.t_dat.isoformat(), "duplicate": duplicate})
+
+    if token is not None:
+        @app.post("/admin/reload", response_model=schemas.ReloadAccepted, status_code=202,
+                  responses=errors_4xx, dependencies=[Depends(authorized)])
+        def reload(alias: str = Query("champion", pattern=r"^[A-Za-z0-9_.-]{1,64}$",
+                                      description="Registry alias to load")) -> JSONResponse:
+            started = service.reload(alias)
+            return JSONResponse(status_code=202, content={
+                "status": "reloading" if started else "already reloading", "alias": alias})
+
+    return app
+
+
+def serve(settings: Settings, host: str = "127.0.0.1", port: int = 8000, log_level: str = "warning") -> None:
+    """Run the service with uvicorn (blocking). Loopback by default: pass host to expose it."""
+    import uvicorn
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    app = create_app(settings)
+    uvicorn.run(app, host=host, port=port, log_level=log_level, access_log=False,
+                h11_max_incomplete_event_size=MAX_HEADER_BYTES, timeout_keep_alive=30)
