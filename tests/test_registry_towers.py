@@ -99,7 +99,7 @@ def registered(registry, two_tower, train_rows, articles):
     return q, c
 
 
-def test_towers_register_with_signatures_of_raw_features(registry, registered):
+def test_towers_register_with_signatures_of_raw_features(registry, registered, two_tower):
     q, c = registered
     assert (q.version, c.version) == (1, 1) and q.champion and c.champion
     assert q.run_id == c.run_id
@@ -107,7 +107,10 @@ def test_towers_register_with_signatures_of_raw_features(registry, registered):
     inputs = {s.name: s.type.name for s in query.metadata.get_input_schema().inputs}
     assert inputs == {"customer_id": "string", "age": "double", "month_sin": "double", "month_cos": "double"}
     out = query.metadata.get_output_schema().inputs[0]
-    assert out.type == np.dtype("float32") and out.shape == (-1, 16)
+    # 16-d tower output, plus the popularity prior's column when the model carries one
+    width = two_tower.query_tower.embedding_size
+    assert width == 16 + (two_tower.prior is not None)
+    assert out.type == np.dtype("float32") and out.shape == (-1, width)
     cand = registry.load("candidate_model", alias=CHAMPION)
     assert [s.name for s in cand.metadata.get_input_schema().inputs] == ITEM_COLUMNS
 
@@ -123,7 +126,7 @@ def test_query_embeddings_round_trip(registry, registered, two_tower, articles):
     expected = two_tower.query_tower.embed(fresh)
     loaded = registry.load("query_model", version=1)
     got = loaded.predict(fresh.select(QUERY_COLUMNS).to_pandas())
-    assert got.dtype == np.float32 and got.shape == (200, 16)
+    assert got.dtype == np.float32 and got.shape == (200, two_tower.query_tower.embedding_size)
     np.testing.assert_allclose(got, expected, rtol=1e-6, atol=1e-7)
     assert np.abs(expected).max() > 0  # a real signal, not zeros
 
