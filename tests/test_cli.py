@@ -17,7 +17,9 @@ def hmrec(*args: str, env: dict | None = None, cwd: Path | None = None) -> subpr
     return subprocess.run([*HMREC, *args], capture_output=True, text=True, env=full_env, cwd=cwd)
 
 
-@pytest.mark.parametrize("command", [[], ["data"], ["data", "generate"], ["data", "validate"], ["run"]])
+@pytest.mark.parametrize("command", [[], ["data"], ["data", "generate"], ["data", "validate"], ["features"],
+                                     ["train"], ["train", "retrieval"], ["train", "ranking"], ["evaluate"],
+                                     ["serve"], ["run"]])
 def test_every_command_has_help(command):
     result = hmrec(*command, "--help")
     assert result.returncode == 0, result.stderr

@@ -191,6 +191,22 @@ def evaluate(home: Optional[Path] = HomeOpt, seed: Optional[int] = SeedOpt) -> N
     console.print(f"report: {step.report_path}\nmetrics: {settings.reports_dir / 'evaluate.json'}")
 
 
+@app.command("serve")
+@fails_cleanly
+def serve(
+    host: str = typer.Option("127.0.0.1", "--host", help="Interface to bind (loopback unless told otherwise)."),
+    port: int = typer.Option(8000, "--port", help="TCP port."),
+    home: Optional[Path] = HomeOpt,
+) -> None:
+    """Serve the 4-stage recommender over HTTP (champion models from the registry)."""
+    from hmrec.serving.api import serve as run_server
+
+    settings = make_settings(home)
+    console.print(f"serving on http://{host}:{port} (OpenAPI page: /docs); models load in the background, "
+                  "GET /health says when ready")
+    run_server(settings, host=host, port=port)
+
+
 @app.command("run")
 @fails_cleanly
 def run(
