@@ -363,17 +363,16 @@ def prepare(
     catalogue_ids = articles_df["article_id"].cast(pl.String)
     if config.popularity_prior_days is not None:
         model.set_prior(fit_prior(train_df, catalogue_ids, config))
-    if config.batching == "time_local":
-        # time order (ties in a seeded random order): each batch = neighbouring days
-        rng = np.random.default_rng(config.seed)
-        train_df = (
-            train_df.with_columns(pl.Series("_tie", rng.random(train_df.height)))
-            .sort("t_dat", "_tie", maintain_order=True)
-            .drop("_tie")
-        )
     catalogue = model.item_tower.encode(articles_df)
     train_pos = catalogue_positions(train_df["article_id"], catalogue_ids, "training split")
     train = EncodedSplit(model.query_tower.encode(train_df), torch.from_numpy(np.array(train_pos, dtype=np.int64)))
+    if config.batching == "time_local":
+        # time order (ties in a seeded random order), applied to the encoded tensors (cheap,
+        # no sort of the string frame): consecutive rows = neighbouring days
+        days = train_df["t_dat"].cast(pl.Int32).to_numpy()
+        ties = np.random.default_rng(config.seed).random(len(days))
+        order = torch.from_numpy(np.lexsort((ties, days)).astype(np.int64))
+        train = EncodedSplit(train.query.take(order), train.item_pos.index_select(0, order))
     val = val_split = None
     if val_df is not None and val_df.height:
         val_split = make_eval_split(val_df, catalogue_ids, "validation split")
