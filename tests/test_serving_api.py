@@ -71,8 +71,8 @@ def _ids(r: httpx.Response) -> list[str]:
     return [item["article_id"] for item in r.json()["items"]]
 
 
-def _log_lines(srv) -> int:
-    path = srv.home / "store" / "events" / "events.jsonl"
+def _log_lines(home) -> int:
+    path = home / "store" / "events" / "events.jsonl"
     return path.read_bytes().count(b"\n") if path.exists() else 0
 
 
@@ -154,22 +154,22 @@ def test_a_retried_event_is_applied_once(client, server, facts):
     customer = facts["buyers"][3]
     event = {"type": "purchase", "customer_id": customer, "article_id": facts["articles"]["article_id"][0],
              "event_id": f"retry-{customer[:8]}"}
-    lines = _log_lines(server)
+    lines = _log_lines(server.home)
     first = client.post("/events", headers=AUTH, json=event).json()
     again = client.post("/events", headers=AUTH, json=event).json()
     assert (first["duplicate"], again["duplicate"]) == (False, True)
-    assert again["seq"] == first["seq"] and _log_lines(server) == lines + 1
+    assert again["seq"] == first["seq"] and _log_lines(server.home) == lines + 1
 
 
 def test_a_click_is_recorded_but_changes_nothing(client, server, facts):
     customer = facts["buyers"][4]
     before = client.get(f"/recommendations/{customer}").json()["items"]
-    lines = _log_lines(server)
+    lines = _log_lines(server.home)
     r = client.post("/events", headers=AUTH,
                     json={"type": "click", "customer_id": customer, "article_id": before[0]["article_id"]})
     assert r.status_code == 200 and r.json()["type"] == "click"
     assert client.get(f"/recommendations/{customer}").json()["items"] == before
-    assert _log_lines(server) == lines + 1
+    assert _log_lines(server.home) == lines + 1
 
 
 # ---------------------------------------------------------------------------- bad input
@@ -209,12 +209,12 @@ BAD_REQUESTS = [
 @pytest.mark.parametrize("method,path,kwargs,status,text", BAD_REQUESTS, ids=[f"{m} {p[:40]}" for m, p, *_ in
                                                                             BAD_REQUESTS])
 def test_bad_input_gets_a_4xx_with_a_clear_message(client, server, method, path, kwargs, status, text):
-    lines = _log_lines(server)
+    lines = _log_lines(server.home)
     headers = {**AUTH, **kwargs.pop("headers", {})} if method == "POST" else {}
     r = client.request(method, path, headers=headers, **kwargs)
     assert r.status_code == status, r.text
     assert text.lower() in r.text.lower()
-    assert _log_lines(server) == lines  # nothing stored
+    assert _log_lines(server.home) == lines  # nothing stored
 
 
 def test_a_chunked_body_over_the_limit_is_refused(client, server):
@@ -230,7 +230,7 @@ def test_token_rules_and_nothing_changes_on_refusal(client, server, facts):
     customer = facts["buyers"][5]
     before = _ids(client.get(f"/recommendations/{customer}"))
     event = {"type": "purchase", "customer_id": customer, "article_id": before[0]}
-    lines = _log_lines(server)
+    lines = _log_lines(server.home)
     assert client.post("/events", json=event).status_code == 401
     assert client.post("/events", json=event).headers["www-authenticate"] == "Bearer"
     assert client.post("/events", json=event, headers={"Authorization": "Bearer wrong"}).status_code == 403
@@ -238,7 +238,7 @@ def test_token_rules_and_nothing_changes_on_refusal(client, server, facts):
     assert client.post("/events", json={"garbage": 1}, headers={"Authorization": "Bearer wrong"}).status_code == 403
     assert client.post("/admin/reload").status_code == 401
     assert client.post("/admin/reload", headers={"Authorization": "Bearer wrong"}).status_code == 403
-    assert _log_lines(server) == lines
+    assert _log_lines(server.home) == lines
     assert _ids(client.get(f"/recommendations/{customer}")) == before
     assert client.get("/health").json()["reloading"] is False
 
@@ -273,7 +273,7 @@ def test_an_accepted_event_survives_kill_9(server, client, facts):
     server.kill9()  # right after the 2xx: no shutdown, no flush
     server.start()  # same home, same port
     health = client.get("/health").json()
-    assert health["events_replayed"] == _log_lines(server) >= 1
+    assert health["events_replayed"] == _log_lines(server.home) >= 1
     assert top not in _ids(client.get(f"/recommendations/{customer}"))
     again = client.post("/events", headers=AUTH, json={"type": "click", "customer_id": customer, "article_id": top})
     assert again.json()["seq"] == r.json()["seq"] + 1
@@ -347,6 +347,42 @@ def test_hot_reload_swaps_the_champion_without_dropping_requests(home, facts, tm
     finally:
         stop.set()
         srv.stop()
+
+
+def test_two_workers_share_events_and_reload_together(home, facts, tmp_path):
+    """Two services on one home (as `serve(workers=2)` runs them): an event accepted by
+    one is in the other's next answer, and a reload asked of one reaches both."""
+    settings = tiny_settings(copy_home(home, tmp_path / "home"), API_TOKEN=TOKEN, FILTER_POLICY=POLICY)
+    a = ServerThread(create_app(settings)).start()
+    b = ServerThread(create_app(settings)).start()
+    customer = facts["buyers"][9]
+    try:
+        top = _ids(httpx.get(f"{b.url}/recommendations/{customer}", timeout=60))[0]
+        r = httpx.post(f"{a.url}/events", headers=AUTH, timeout=60,
+                       json={"type": "purchase", "customer_id": customer, "article_id": top, "event_id": "one"})
+        assert r.json()["seq"] == 1
+        assert top not in _ids(httpx.get(f"{b.url}/recommendations/{customer}", timeout=60))
+        dup = httpx.post(f"{b.url}/events", headers=AUTH, timeout=60,
+                         json={"type": "purchase", "customer_id": customer, "article_id": top, "event_id": "one"})
+        assert dup.json()["duplicate"] is True and _log_lines(settings.HOME_DIR) == 1
+        before = httpx.get(f"{b.url}/health").json()["loaded_at"]
+        assert httpx.post(f"{a.url}/admin/reload", headers=AUTH).status_code == 202
+        seen = False  # b notices the broadcast within a few of its own requests
+        for _ in range(100):
+            seen = seen or httpx.get(f"{b.url}/health").json()["reloading"]
+            if seen:
+                break
+            time.sleep(0.05)
+        assert seen
+        for srv in (a, b):
+            while (health := httpx.get(f"{srv.url}/health").json())["reloading"]:
+                time.sleep(0.05)
+            assert health["error"] is None and health["events_replayed"] == 1
+        assert httpx.get(f"{b.url}/health").json()["loaded_at"] >= before
+        assert top not in _ids(httpx.get(f"{b.url}/recommendations/{customer}", timeout=60))
+    finally:
+        a.stop()
+        b.stop()
 
 
 # ---------------------------------------------------------------------------- schemathesis

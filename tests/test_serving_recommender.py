@@ -13,7 +13,7 @@ from serving_home import tiny_settings, trained_home
 from hmrec.features import groups
 from hmrec.registry import ModelRegistry
 from hmrec.serving.loading import candidate_budget, load_retrieval_stage
-from hmrec.serving.recommender import FILTER_POLICIES, FourStageRecommender
+from hmrec.serving.recommender import FILTER_POLICIES, FourStageRecommender, _top_k
 from hmrec.store import FeatureStore
 
 
@@ -143,3 +143,11 @@ def test_cold_start_uses_the_age_group_when_given(rec):
 def test_k_must_be_positive(rec):
     with pytest.raises(ValueError, match="k must be >= 1"):
         rec.recommend(_buyers(rec, 1)[0], _day_after(rec), k=0)
+
+
+def test_top_k_orders_ties_by_article_id_like_the_batch_path():
+    scores = np.array([1.0, 2.0, 2.0, 0.5, 2.0])
+    ids = ["d", "c", "b", "a", "e"]
+    assert _top_k(scores, ids, 2) == [2, 1]  # the three 2.0s: b, c, e
+    assert _top_k(scores, ids, 5) == [2, 1, 4, 0, 3]
+    assert _top_k(np.array([3.0, 1.0, 2.0]), ["x", "y", "z"], 2) == [0, 2]

@@ -31,7 +31,9 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
+import os
 import secrets
+import socket
 import threading
 import time
 import traceback
@@ -50,7 +52,13 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from hmrec.config import Settings
 from hmrec.serving import schemas
-from hmrec.serving.events import Event, EventLog, ingested_seq, purchases_frame
+from hmrec.serving.events import (
+    Event,
+    EventLog,
+    events_dir,
+    ingested_seq,
+    purchases_frame,
+)
 from hmrec.serving.recommender import FourStageRecommender
 
 log = logging.getLogger("hmrec.serving")
@@ -60,6 +68,12 @@ MODEL_NAMES = ("query_model", "candidate_model", "ranking_model")
 ARTICLE_FIELDS = tuple(f for f in schemas.Article.model_fields if f != "article_id")
 #: Largest request line + headers uvicorn buffers (h11); longer requests are refused.
 MAX_HEADER_BYTES = 16 * 1024
+#: Written by POST /admin/reload so every worker process reloads.
+RELOAD_FILE = "reload.json"
+#: Environment variable carrying the Settings to worker processes (serve with workers > 1).
+SETTINGS_ENV = "HMREC_SERVE_SETTINGS"
+#: How often a worker looks for a reload another worker was asked for.
+RELOAD_CHECK_S = 0.2
 
 
 # ---------------------------------------------------------------------------- state
@@ -103,7 +117,12 @@ Loader = Callable[[Settings, str], tuple[FourStageRecommender, dict[str, int | N
 
 
 class Service:
-    """The service's moving parts: current state, the events log, loading and reloading."""
+    """The service's moving parts: current state, the events log, loading and reloading.
+
+    Several worker processes may serve one home: the events log is their shared truth
+    (each applies what the others appended before answering), and a reload asked of one
+    is broadcast to all through ``<store>/events/reload.json``.
+    """
 
     def __init__(self, settings: Settings, recommender: FourStageRecommender | None = None,
                  alias: str = "champion", loader: Loader | None = None,
@@ -119,6 +138,9 @@ class Service:
         self._events_lock = threading.Lock()
         self._given = recommender
         self._given_models = models or {n: None for n in MODEL_NAMES}
+        self._reload_file = events_dir(settings.store_dir) / RELOAD_FILE
+        self._reload_seen: tuple[int, int] | None = None
+        self._reload_checked = 0.0
 
     # -- loading -------------------------------------------------------------------------
     def start(self, background: bool = True) -> None:
@@ -131,17 +153,20 @@ class Service:
     def _start(self) -> None:
         try:
             started = time.perf_counter()
-            self.log.open()  # repairs a torn tail and learns the seqs written so far
+            events = self.log.open()  # repairs a torn tail and learns the seqs written so far
+            self._reload_seen = self._reload_stamp()
             if self._given is not None:
                 rec, models = self._given, self._given_models
             else:
                 rec, models = self.loader(self.settings, self.alias)
             state = self._prepare(rec, models)
             with self._events_lock:
-                state.events_replayed = self._replay(state.recommender, fix_online=True)
+                pending = self._pending(events + self.log.catch_up())
+                self._apply(state.recommender, pending, fix_online=True)
+                state.events_replayed = len(pending)
                 self.state = state
             self.status = "ok"
-            log.info("ready in %.1f s (%d events replayed)", time.perf_counter() - started, state.events_replayed)
+            log.info("ready in %.1f s (%d events replayed)", time.perf_counter() - started, len(pending))
         except Exception as exc:  # noqa: BLE001 - any failure is reported by /health; the process keeps answering
             self.status = "error"
             self.error = f"{type(exc).__name__}: {exc}"
@@ -154,18 +179,56 @@ class Service:
         return ServingState(rec, dict(models), _article_table(rec.articles),
                             dt.datetime.now(dt.UTC).isoformat(timespec="seconds"))
 
-    def _replay(self, rec: FourStageRecommender, fix_online: bool) -> int:
-        """Apply every purchase in the log the store does not hold yet. Holds the events lock."""
-        done = ingested_seq(self.settings.store_dir)
-        from hmrec.serving.events import read_events
+    def _pending(self, events: list[Event]) -> list[Event]:
+        """The events the store does not hold yet (after the feature pipeline's watermark)."""
+        done = ingested_seq(self.settings.store_dir) if events else 0
+        return [e for e in events if e.seq > done]
 
-        events = [e for e in read_events(self.settings.store_dir) if e.seq > done]
+    def _apply(self, rec: FourStageRecommender, events: list[Event], fix_online: bool) -> None:
+        """Give the purchases among `events` to the recommender. Holds the events lock."""
         purchases = purchases_frame(events)
         if purchases.height:
             rec.add_purchases(purchases)
             if fix_online:
                 self._update_online(rec, purchases["customer_id"].unique().to_list())
-        return len(events)
+
+    def catch_up(self) -> None:
+        """Before answering: apply what other workers appended, start a reload one was asked for."""
+        if self.log.has_new():
+            with self._events_lock:
+                new = self._pending(self.log.catch_up())
+                if self.state is not None:
+                    self._apply(self.state.recommender, new, fix_online=False)
+        now = time.monotonic()
+        if now - self._reload_checked < RELOAD_CHECK_S:
+            return
+        self._reload_checked = now
+        stamp = self._reload_stamp()
+        if stamp != self._reload_seen:
+            self._reload_seen = stamp
+            try:
+                alias = json.loads(self._reload_file.read_text())["alias"]
+            except (OSError, ValueError, KeyError):
+                return
+            self.reload(alias)
+
+    def _reload_stamp(self) -> tuple[int, int] | None:
+        try:
+            st = os.stat(self._reload_file)
+        except FileNotFoundError:
+            return None
+        return st.st_ino, st.st_mtime_ns
+
+    def request_reload(self, alias: str) -> bool:
+        """Reload here and tell the other workers (reload.json); False if already reloading."""
+        if self.reloading:
+            return False
+        tmp = self._reload_file.with_name(f".{RELOAD_FILE}.{os.getpid()}.tmp")
+        tmp.parent.mkdir(parents=True, exist_ok=True)
+        tmp.write_text(json.dumps({"alias": alias, "requested_at": dt.datetime.now(dt.UTC).isoformat()}))
+        os.replace(tmp, self._reload_file)
+        self._reload_seen = self._reload_stamp()
+        return self.reload(alias)
 
     def reload(self, alias: str | None = None) -> bool:
         """Start loading `alias` in the background; False when a reload is already running."""
@@ -182,7 +245,10 @@ class Service:
             rec, models = self.loader(self.settings, alias)
             state = self._prepare(rec, models)
             with self._events_lock:  # no event can fall between the replay and the swap
-                state.events_replayed = self._replay(state.recommender, fix_online=False)
+                self.log.catch_up()
+                pending = self._pending(self.log.read_known())
+                self._apply(state.recommender, pending, fix_online=False)
+                state.events_replayed = len(pending)
                 self.state = state
                 self.alias = alias
             self.status, self.error = "ok", None
@@ -215,11 +281,9 @@ class Service:
             written, others = self.log.append(ev.type, ev.customer_id, ev.article_id, day, ev.price,
                                               ev.sales_channel_id, ev.event_id)
             rec = self.state.recommender if self.state is not None else rec  # a reload may have swapped
-            new = [*others, *([written] if written is not None else [])]
-            purchases = purchases_frame(new)
-            if purchases.height:
-                rec.add_purchases(purchases)
-                self._update_online(rec, purchases["customer_id"].unique().to_list())
+            self._apply(rec, self._pending(others), fix_online=False)  # other workers' events
+            if written is not None:
+                self._apply(rec, [written], fix_online=True)
             if written is None:  # a concurrent duplicate written by another process
                 found = self.log.find(ev.event_id or "")
                 assert found is not None
@@ -380,6 +444,8 @@ def create_app(settings: Settings, recommender: FourStageRecommender | None = No
 
     @app.get("/health", response_model=schemas.Health, responses={503: {"model": schemas.Health}})
     async def health() -> JSONResponse:
+        if service.state is not None:
+            service.catch_up()
         state = service.state
         body: dict[str, Any] = {"status": service.status if state is None else "ok",
                                 "reloading": service.reloading, "error": service.error}
@@ -402,6 +468,8 @@ def create_app(settings: Settings, recommender: FourStageRecommender | None = No
         age: int | None = Query(None, ge=0, le=120, description="Age, for a cold-start answer"),
         debug: bool = Query(False, description="Add the query embedding (skew checks)"),
     ) -> JSONResponse:
+        service.ready_state()
+        service.catch_up()
         state = service.ready_state()
         rec = state.recommender
         cid = customer_id.lower()
@@ -450,18 +518,49 @@ def create_app(settings: Settings, recommender: FourStageRecommender | None = No
                   responses=errors_4xx, dependencies=[Depends(authorized)])
         def reload(alias: str = Query("champion", pattern=r"^[A-Za-z0-9_.-]{1,64}$",
                                       description="Registry alias to load")) -> JSONResponse:
-            started = service.reload(alias)
+            started = service.request_reload(alias)
             return JSONResponse(status_code=202, content={
                 "status": "reloading" if started else "already reloading", "alias": alias})
 
     return app
 
 
-def serve(settings: Settings, host: str = "127.0.0.1", port: int = 8000, log_level: str = "warning") -> None:
-    """Run the service with uvicorn (blocking). Loopback by default: pass host to expose it."""
+def app_from_environment() -> FastAPI:
+    """The app of one worker process when serving with several (Settings from SETTINGS_ENV)."""
+    return create_app(Settings(**json.loads(os.environ[SETTINGS_ENV])))
+
+
+def serve(settings: Settings, host: str = "127.0.0.1", port: int = 8000, workers: int = 1,
+          log_level: str = "warning") -> None:
+    """Run the service with uvicorn (blocking). Loopback unless `host` says otherwise.
+
+    workers > 1 starts that many processes on one socket, each with its own models
+    (memory x workers); they share the events log and reload together. One worker per
+    core is the most that helps: requests are CPU-bound."""
     import uvicorn
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    app = create_app(settings)
-    uvicorn.run(app, host=host, port=port, log_level=log_level, access_log=False,
-                h11_max_incomplete_event_size=MAX_HEADER_BYTES, timeout_keep_alive=30)
+    common = {"host": host, "port": port, "log_level": log_level, "access_log": False,
+                  "h11_max_incomplete_event_size": MAX_HEADER_BYTES, "timeout_keep_alive": 30}
+    if workers > 1:
+        os.environ[SETTINGS_ENV] = settings.model_dump_json()
+        from uvicorn.supervisors import Multiprocess
+
+        config = uvicorn.Config("hmrec.serving.api:app_from_environment", factory=True, workers=workers, **common)
+        Multiprocess(config, sockets=[_tcp_listener(host, port)]).run()
+    else:
+        uvicorn.run(create_app(settings), **common)
+
+
+def _tcp_listener(host: str, port: int) -> socket.socket:
+    """A listening socket created with proto=IPPROTO_TCP. uvicorn's own (proto 0) makes
+    asyncio skip TCP_NODELAY on accepted connections, and a keep-alive response written in
+    two parts then waits ~40 ms for a delayed ACK: 20 req/s per connection instead of 300."""
+    family, kind, proto, _, addr = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM,
+                                                      proto=socket.IPPROTO_TCP)[0]
+    sock = socket.socket(family, kind, proto)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(addr)
+    sock.listen(2048)
+    sock.set_inheritable(True)
+    return sock

@@ -163,6 +163,19 @@ class EventLog:
             finally:
                 fcntl.flock(fd, fcntl.LOCK_UN)
 
+    def has_new(self) -> bool:
+        """Whether the file grew since this object last read or wrote (one fstat, no lock)."""
+        fd = self._fd
+        return fd is not None and os.fstat(fd).st_size > self._end
+
+    def read_known(self) -> list[Event]:
+        """Every event this object has read or written so far (the file up to there)."""
+        with self._lock:
+            fd = self._open_fd()
+            data = os.pread(fd, self._end, 0)
+        return [Event.from_line(line, f"{self.path}, line {i}")
+                for i, line in enumerate(data.splitlines(), start=1) if line.strip()]
+
     def seen(self, event_id: str) -> bool:
         return event_id in self._ids
 

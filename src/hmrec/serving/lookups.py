@@ -113,6 +113,19 @@ class OnlineLookups:
         self._cust_num_pos = {c: j for j, c in enumerate(c for c in self.cust_names if c not in cats)}
         self._art_cat_pos = {c: j for j, c in enumerate(c for c in self.art_names if c in cats)}
         self._art_num_pos = {c: j for j, c in enumerate(c for c in self.art_names if c not in cats)}
+        # the model's input layout per article, filled once: a request copies its candidates'
+        # rows and writes the customer's and the interaction columns into them
+        self._cat_rows = np.empty((self.n_articles + 1, len(self.cat_names)), dtype=object)
+        for j, c in enumerate(self.cat_names):
+            if c in self._art_cat_pos:
+                self._cat_rows[:, j] = self.art_cat[:, self._art_cat_pos[c]]
+        self._num_rows = np.full((self.n_articles + 1, len(self.num_names)), np.nan, dtype=np.float32)
+        for j, c in enumerate(self.num_names):
+            if c in self._art_num_pos:
+                self._num_rows[:, j] = self.art_num[:, self._art_num_pos[c]]
+        self._cust_cat_cols = [(j, self._cust_cat_pos[c]) for j, c in enumerate(self.cat_names)
+                               if c in self._cust_cat_pos]
+        self._request_num_cols = [(j, c) for j, c in enumerate(self.num_names) if c not in self._art_num_pos]
 
         # history sorted by customer: day numbers and article rows (-1: not in the catalogue)
         rows = pl.DataFrame({"article_id": self.article_ids,
@@ -184,7 +197,6 @@ class OnlineLookups:
         """The ranker's inputs for one customer's candidates (article rows), as of `at`;
         `pair_scores`: the two-tower score of each candidate (the retrieval's score_pairs)."""
         at_n = day_number(at)
-        n = len(cand_rows)
         d, a = self.history_of(customer_id)
         past = d < at_n
         d, a = d[past], a[past]
@@ -225,7 +237,7 @@ class OnlineLookups:
                 [at_n - art_last[r] if r in art_last else DAYS_SINCE_NEVER for r in rows], np.float32),
             "days_since_product_purchase": np.array(
                 [at_n - prod_last[p] if p in prod_last else DAYS_SINCE_NEVER for p in prods], np.float32),
-            "customer_total_purchases": np.full(n, total, np.float32),
+            "customer_total_purchases": total,
             "customer_index_group_share": np.array(
                 [idx_n.get(g, 0) / total if total > 0 and g >= 0 else 0.0 for g in igs], np.float32),
             "customer_garment_group_share": np.array(
@@ -237,23 +249,17 @@ class OnlineLookups:
             if pair_scores is None:
                 raise ValueError(f"the ranking model needs {TWO_TOWER_SCORE}: pass pair_scores")
             cols[TWO_TOWER_SCORE] = np.asarray(pair_scores, dtype=np.float32)
-        cols["month_sin"] = np.full(n, month_sin(at), np.float32)
-        cols["month_cos"] = np.full(n, month_cos(at), np.float32)
+        cols["month_sin"] = month_sin(at)
+        cols["month_cos"] = month_cos(at)
         crow = self.customer_row.get(customer_id, -1)
         for c, j in self._cust_num_pos.items():
-            cols[c] = np.full(n, self.cust_num[crow, j], np.float32)
-        for c, j in self._art_num_pos.items():
-            cols[c] = self.art_num[cand_rows, j]
-
-        num = np.empty((n, len(self.num_names)), dtype=np.float32)
-        for j, c in enumerate(self.num_names):
+            cols[c] = self.cust_num[crow, j]
+        num = self._num_rows[cand_rows]
+        for j, c in self._request_num_cols:
             num[:, j] = cols[c]
-        cat = np.empty((n, len(self.cat_names)), dtype=object)
-        for j, c in enumerate(self.cat_names):
-            if c in self._cust_cat_pos:
-                cat[:, j] = self.cust_cat[crow, self._cust_cat_pos[c]]
-            else:
-                cat[:, j] = self.art_cat[cand_rows, self._art_cat_pos[c]]
+        cat = self._cat_rows[cand_rows]
+        for j, k in self._cust_cat_cols:
+            cat[:, j] = self.cust_cat[crow, k]
         return FeaturesData(num_feature_data=num, cat_feature_data=cat,
                             num_feature_names=self.num_names, cat_feature_names=self.cat_names)
 

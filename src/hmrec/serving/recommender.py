@@ -355,7 +355,7 @@ class FourStageRecommender:
         rows = np.fromiter((lookups.article_row.get(a, -1) for a in cands), dtype=np.int64, count=len(cands))
         pair_scores = self.retrieval.score_pairs([customer_id] * len(cands), cands, at)
         scores = lookups.predict(lookups.features(customer_id, at, rows, pair_scores))
-        order = sorted(range(len(cands)), key=lambda i: (-scores[i], cands[i]))[:k]
+        order = _top_k(scores, cands, k)
         return self._answer(customer_id, [cands[i] for i in order], [float(scores[i]) for i in order], at, k, ages)
 
     def _filter_one(self, customer_id: str, cands: list[str], at: dt.date, lookups: OnlineLookups) -> list[str]:
@@ -383,3 +383,13 @@ class FourStageRecommender:
             return None
         group = age_group(ages[customer_id])
         return group if group in self._age_groups else None
+
+
+def _top_k(scores: np.ndarray, ids: list[str], k: int) -> list[int]:
+    """Positions of the k best (highest score, then smallest id): the batch path's order."""
+    neg = -np.asarray(scores, dtype=np.float64)
+    top = np.argsort(neg, kind="stable")[: k + 1]
+    head = neg[top]
+    if len(head) > 1 and np.any(head[1:] == head[:-1]):  # a tie near the top: order by id too
+        return sorted(range(len(ids)), key=lambda i: (neg[i], ids[i]))[:k]
+    return top[:k].tolist()
