@@ -2,8 +2,8 @@
 
 Usage:
     python benchmarks/bench_two_tower.py                       # all variants, 2 threads
-    python benchmarks/bench_two_tower.py --variants fused_bf16 --batches 400
-    python benchmarks/bench_two_tower.py --profile fused_bf16  # torch.profiler op table
+    python benchmarks/bench_two_tower.py --variants default --batches 400
+    python benchmarks/bench_two_tower.py --profile default     # torch.profiler op table
 
 What it builds: the reference architecture (query: customer_id emb 16 + normalised age
 + missing flag + month sin/cos -> 16 ReLU -> 16; item: article_id emb 16 + one-hot
@@ -14,10 +14,15 @@ as real data does). For each variant it times ``--batches`` training steps at ba
 2048 (after a warm-up), extrapolates the time of one epoch over all rows (plus the
 epoch's shuffle), and reports the peak RSS of the process. Variants:
 
-- exact:        fp32, plain autograd in-batch softmax (the reference path used by tests)
-- fused:        fp32, the cache-friendly fused loss (same numbers, one pass per chunk)
-- fused_bf16:   fused loss with bf16 logits/gradient matmuls (TWO_TOWER_FAST_MATMUL)
-- compiled_bf16: the dense towers + loss under torch.compile, bf16 logits matmul
+- default:       what train() runs: fused fp32 loss, 1 OpenMP thread + 2 step threads
+- default_bf16:  the same with the bf16 logits matmul (TWO_TOWER_FAST_MATMUL)
+- fused_omp:     fused loss, OpenMP parallelism (--threads), no step threads
+- exact_omp:     plain fp32 eager reference loss (B x B logits, cross-entropy, autograd)
+- compiled_bf16: towers + reference loss under torch.compile, bf16 logits matmul
+- fused_1t / exact_1t: fused / reference loss on one thread (load-robust comparison)
+
+Other processes on the machine slow every figure; the script measures the issue's
+reference micro-step (8.7 ms on the idle machine) before and after, as a yardstick.
 
 Figures are printed and written to benchmarks/results/two_tower.json.
 """
@@ -47,14 +52,19 @@ from hmrec.retrieval.trainer import EncodedSplit, StepEngine, log_q_table
 RESULTS = Path(__file__).resolve().parent / "results"
 FULL_ROWS = 31_788_324
 VARIANTS = {
-    "exact": dict(fast_matmul=False, compile=False, fused_loss=False),
-    "exact_2py": dict(fast_matmul=False, compile=False, fused_loss=False, omp=1, step_threads=2),
-    "fused": dict(fast_matmul=False, compile=False, fused_loss=True),
-    "fused_bf16": dict(fast_matmul=True, compile=False, fused_loss=True),
-    "compiled_bf16": dict(fast_matmul=True, compile=True, fused_loss=False),
-    # 1 OpenMP thread per op, the step's independent work on 2 Python threads
-    "fused_2py": dict(fast_matmul=False, compile=False, fused_loss=True, omp=1, step_threads=2),
-    "fused_bf16_2py": dict(fast_matmul=True, compile=False, fused_loss=True, omp=1, step_threads=2),
+    # the trainer's defaults: fused fp32 loss, 1 OpenMP thread, the step's independent work
+    # (loss row ranges, per-table embedding updates) on 2 Python threads
+    "default": dict(fast_matmul=False, compile=False, fused_loss=True, omp=1, step_threads=2),
+    "default_bf16": dict(fast_matmul=True, compile=False, fused_loss=True, omp=1, step_threads=2),
+    # the same fused loss with OpenMP doing the parallelism (--threads)
+    "fused_omp": dict(fast_matmul=False, compile=False, fused_loss=True, step_threads=1),
+    # plain fp32 eager: reference in-batch softmax (B x B logits, cross-entropy, autograd)
+    "exact_omp": dict(fast_matmul=False, compile=False, fused_loss=False, step_threads=1),
+    # one thread, nothing in parallel: compares the numeric paths with no scheduling effects
+    "fused_1t": dict(fast_matmul=False, compile=False, fused_loss=True, omp=1, step_threads=1),
+    "exact_1t": dict(fast_matmul=False, compile=False, fused_loss=False, omp=1, step_threads=1),
+    # towers + reference loss under torch.compile, bf16 logits matmul
+    "compiled_bf16": dict(fast_matmul=True, compile=True, fused_loss=False, step_threads=1),
 }
 
 
