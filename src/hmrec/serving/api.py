@@ -60,6 +60,7 @@ from hmrec.serving.events import (
     purchases_frame,
 )
 from hmrec.serving.recommender import FourStageRecommender
+from hmrec.store.online import OnlineStore
 
 log = logging.getLogger("hmrec.serving")
 
@@ -141,6 +142,7 @@ class Service:
         self._reload_file = events_dir(settings.store_dir) / RELOAD_FILE
         self._reload_seen: tuple[int, int] | None = None
         self._reload_checked = 0.0
+        self._online: OnlineStore | None = None
 
     # -- loading -------------------------------------------------------------------------
     def start(self, background: bool = True) -> None:
@@ -296,22 +298,27 @@ class Service:
         from hmrec.features import groups
         from hmrec.store import FeatureStore
 
-        fs = FeatureStore(self.settings.store_dir)
+        if self._online is None:
+            self._online = FeatureStore(self.settings.store_dir).online
+        online = self._online
         table = groups.CUSTOMER_ACTIVITY.name
-        try:
-            if table not in fs.online.tables():
-                return
-            rows = []
-            for c in customer_ids:
-                days = rec.purchase_days(c)
-                if days:
-                    rows.append({"customer_id": c, "valid_from": days[-1] + dt.timedelta(days=1),
-                                 "purchase_count": len(days), "purchase_days": len(set(days)),
-                                 "last_purchase_date": days[-1]})
-            if rows:
-                fs.online.upsert(table, pl.DataFrame(rows, schema=fs.online.schema(table)))
-        finally:
-            fs.online.close()
+        if table not in online.tables():
+            return
+        rows = []
+        for c in customer_ids:
+            days = rec.purchase_days(c)
+            if days:
+                rows.append({"customer_id": c, "valid_from": days[-1] + dt.timedelta(days=1),
+                             "purchase_count": len(days), "purchase_days": len(set(days)),
+                             "last_purchase_date": days[-1]})
+        if rows:
+            online.upsert(table, pl.DataFrame(rows, schema=online.schema(table)))
+
+    def close(self) -> None:
+        """Release files (the events log, the online store's connections)."""
+        self.log.close()
+        if self._online is not None:
+            self._online.close()
 
     # -- reads ---------------------------------------------------------------------------
     def ready_state(self) -> ServingState:
@@ -404,7 +411,7 @@ def create_app(settings: Settings, recommender: FourStageRecommender | None = No
     async def lifespan(app: FastAPI):
         service.start(background=True)
         yield
-        service.log.close()
+        service.close()
 
     app = FastAPI(
         title="hmrec",
