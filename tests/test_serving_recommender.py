@@ -151,3 +151,23 @@ def test_top_k_orders_ties_by_article_id_like_the_batch_path():
     assert _top_k(scores, ids, 2) == [2, 1]  # the three 2.0s: b, c, e
     assert _top_k(scores, ids, 5) == [2, 1, 4, 0, 3]
     assert _top_k(np.array([3.0, 1.0, 2.0]), ["x", "y", "z"], 2) == [0, 2]
+
+
+def test_a_customer_with_purchases_but_no_attributes(parts):
+    """History rows of a customer missing from the customers table: cold until they buy
+    again, then both paths see all their purchases alike."""
+    settings, stage, ranker, articles, history = parts
+    ghost = "c" * 64
+    day = history["t_dat"].max()
+    art = history["article_id"][0]
+    extra = pl.DataFrame({"t_dat": [day - dt.timedelta(days=3)], "customer_id": [ghost], "article_id": [art]})
+    rec = FourStageRecommender(stage, ranker, articles, stage.customers, pl.concat([history, extra]),
+                               filter_policy="exclude_purchased", retrieval_k=candidate_budget(settings))
+    at = day + dt.timedelta(days=1)
+    assert rec.recommend(ghost, at).cold_start
+    rec.add_purchases(extra.with_columns(pl.lit(day).alias("t_dat"), pl.lit(articles["article_id"][1]).alias(
+        "article_id")))
+    one = rec.recommend(ghost, at, k=12)
+    assert not one.cold_start and art not in one.article_ids and articles["article_id"][1] not in one.article_ids
+    assert rec.purchase_days(ghost) == [day - dt.timedelta(days=3), day]
+    _assert_same(rec.recommend_batch([ghost], at, k=12), [one])

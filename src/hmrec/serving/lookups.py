@@ -80,7 +80,9 @@ class OnlineLookups:
     """Per-customer history, per-article/customer attributes and sales counts, in memory."""
 
     def __init__(self, articles: pl.DataFrame, customers: pl.DataFrame, history: pl.DataFrame,
-                 ranker: RankingModel) -> None:
+                 ranker: RankingModel, customer_codes: dict[str, int] | None = None) -> None:
+        """`customer_codes`: customer_id -> row of `customers` (ids unique), shared with the
+        caller to keep one copy of a million-entry dict; built here when not given."""
         names = list(ranker.feature_names_)
         cats = set(ranker.cat_features_)
         self.kind = ranker.kind
@@ -107,7 +109,10 @@ class OnlineLookups:
 
         # customers: attributes (converted); the last row is "unknown" (all null)
         unique = customers.unique("customer_id", keep="first", maintain_order=True)
-        self.customer_row = {c: i for i, c in enumerate(unique["customer_id"].to_list())}
+        if customer_codes is None or unique.height != customers.height:
+            customer_codes = {c: i for i, c in enumerate(unique["customer_id"].to_list())}
+        self.codes = customer_codes
+        self.n_customers = unique.height
         self.cust_cat, self.cust_num = _converted(unique, self.cust_names, cats)
         self._cust_cat_pos = {c: j for j, c in enumerate(c for c in self.cust_names if c in cats)}
         self._cust_num_pos = {c: j for j, c in enumerate(c for c in self.cust_names if c not in cats)}
@@ -127,19 +132,30 @@ class OnlineLookups:
                                if c in self._cust_cat_pos]
         self._request_num_cols = [(j, c) for j, c in enumerate(self.num_names) if c not in self._art_num_pos]
 
-        # history sorted by customer: day numbers and article rows (-1: not in the catalogue)
+        # history sorted by customer code: day numbers and article rows (-1: not in the
+        # catalogue); customers with purchases but no attributes get codes after the others
         rows = pl.DataFrame({"article_id": self.article_ids,
                              "_a": pl.Series(range(self.n_articles), dtype=pl.Int32)})
+        code_frame = pl.DataFrame({"customer_id": unique["customer_id"],
+                                   "_c": pl.Series(range(self.n_customers), dtype=pl.Int64)})
         h = (history.select("customer_id", pl.col("t_dat").cast(pl.Int32).alias("_d"), "article_id")
              .join(rows, on="article_id", how="left", maintain_order="left")
-             .with_columns(pl.col("_a").fill_null(-1))
-             .sort("customer_id", maintain_order=True))
+             .join(code_frame, on="customer_id", how="left", maintain_order="left")
+             .with_columns(pl.col("_a").fill_null(-1)))
+        others = h.filter(pl.col("_c").is_null())["customer_id"].unique(maintain_order=True).to_list()
+        self.other_codes = {c: self.n_customers + i for i, c in enumerate(others)}
+        if others:
+            extra = pl.DataFrame({"customer_id": others, "_o": pl.Series(list(self.other_codes.values()),
+                                                                         dtype=pl.Int64)})
+            h = (h.join(extra, on="customer_id", how="left", maintain_order="left")
+                 .with_columns(pl.col("_c").fill_null(pl.col("_o"))).drop("_o"))
+        h = h.sort("_c", maintain_order=True)
         self.days = h["_d"].to_numpy().astype(np.int32)
         self.arts = h["_a"].to_numpy().astype(np.int32)
-        runs = h.group_by("customer_id", maintain_order=True).len()
-        ends = np.cumsum(runs["len"].to_numpy())
-        starts = ends - runs["len"].to_numpy()
-        self.span = dict(zip(runs["customer_id"].to_list(), zip(starts.tolist(), ends.tolist())))
+        sorted_codes = h["_c"].to_numpy()
+        all_codes = np.arange(self.n_customers + len(others))
+        self.starts = np.searchsorted(sorted_codes, all_codes, side="left")
+        self.ends = np.searchsorted(sorted_codes, all_codes, side="right")
         self.extra: dict[str, tuple[np.ndarray, np.ndarray]] = {}
         self.extra_days: list[int] = []
         self.extra_arts: list[int] = []
@@ -167,8 +183,13 @@ class OnlineLookups:
     # ------------------------------------------------------------------ reads
     def history_of(self, customer_id: str) -> tuple[np.ndarray, np.ndarray]:
         """(days, article rows) of every purchase of a customer (store + events)."""
-        start, end = self.span.get(customer_id, (0, 0))
-        d, a = self.days[start:end], self.arts[start:end]
+        code = self.codes.get(customer_id)
+        if code is None:
+            code = self.other_codes.get(customer_id)
+        if code is None:
+            d, a = self.days[:0], self.arts[:0]
+        else:
+            d, a = self.days[self.starts[code]:self.ends[code]], self.arts[self.starts[code]:self.ends[code]]
         more = self.extra.get(customer_id)
         if more is not None:
             d, a = np.concatenate([d, more[0]]), np.concatenate([a, more[1]])
@@ -251,7 +272,7 @@ class OnlineLookups:
             cols[TWO_TOWER_SCORE] = np.asarray(pair_scores, dtype=np.float32)
         cols["month_sin"] = month_sin(at)
         cols["month_cos"] = month_cos(at)
-        crow = self.customer_row.get(customer_id, -1)
+        crow = self.codes.get(customer_id, -1)  # -1: the all-null row
         for c, j in self._cust_num_pos.items():
             cols[c] = self.cust_num[crow, j]
         num = self._num_rows[cand_rows]

@@ -98,7 +98,10 @@ class FourStageRecommender:
         self.filter_policy = filter_policy
         self.retrieval_k = retrieval_k
         self._known_articles = set(articles["article_id"].to_list())
-        self._known_customers = set(customers["customer_id"].to_list())
+        # customer_id -> row of `customers`: one dict shared by the lookups and the embedding
+        # table (a million 64-character ids cost ~250 MB per copy); plus those added later
+        self._codes = {c: i for i, c in enumerate(customers["customer_id"].to_list())}
+        self._added_customers: set[str] = set()
         self._age_groups = set(customers["age_group"].to_list()) if "age_group" in customers.columns else set()
         self._popular_cache: dict[tuple[dt.date, str | None], list[str]] = {}
         self._lock = threading.RLock()
@@ -118,7 +121,7 @@ class FourStageRecommender:
 
     def candidates(self, customer_ids: Sequence[str], at: dt.date, k: int | None = None) -> dict[str, list[str]]:
         """Stages 1-2 only: each customer's retrieved and filtered candidates (best first)."""
-        known = [c for c in dict.fromkeys(customer_ids) if c in self._known_customers]
+        known = [c for c in dict.fromkeys(customer_ids) if self._is_known(c)]
         if not known:
             return {c: [] for c in customer_ids}
         cands = self._filter(self._retrieve(known, at), at, known)
@@ -170,11 +173,14 @@ class FourStageRecommender:
         with self._lock:
             found = self._tables.get(key)
             if found is None:
-                ids = self.retrieval.customers["customer_id"].to_list()
+                frame = self.retrieval.customers
+                ids = frame["customer_id"].to_list()
                 padded = ids if len(ids) != 1 else ids * 2
                 table = self._embed_batch(padded, at) if ids else np.zeros(
                     (0, self.retrieval.index.dim), np.float32)
-                found = ({c: i for i, c in enumerate(ids)}, table, {})
+                rows = self._codes if frame is self.customers else {c: i for i, c in enumerate(ids)}
+                del ids, padded
+                found = (rows, table, {})
                 self._tables[key] = found
                 if len(self._tables) > EMBEDDING_TABLES:
                     self._tables.popitem(last=False)
@@ -194,7 +200,7 @@ class FourStageRecommender:
             if self._lookups is not None:
                 self._lookups.add([day_number(d) for d in rows["t_dat"].to_list()],
                                   rows["customer_id"].to_list(), rows["article_id"].to_list())
-            self._known_customers.update(rows["customer_id"].to_list())
+            self._added_customers.update(c for c in rows["customer_id"].to_list() if c not in self._codes)
             self._popular_cache.clear()
             newest = rows["t_dat"].max()
             if self._last_day is None or (newest is not None and newest > self._last_day):
@@ -237,7 +243,8 @@ class FourStageRecommender:
         with self._lock:
             if self._single_path is None:
                 try:
-                    self._lookups = OnlineLookups(self.articles, self.customers, self.history, self.ranker)
+                    self._lookups = OnlineLookups(self.articles, self.customers, self.history, self.ranker,
+                                                  customer_codes=self._codes)
                     self._single_path = True
                 except UnsupportedModel:
                     self._single_path = False
@@ -298,7 +305,7 @@ class FourStageRecommender:
     def _recommend_many(self, customer_ids: Sequence[str], at: dt.date, k: int,
                         ages: dict[str, float] | None) -> list[Recommendation]:
         customer_ids = list(customer_ids)
-        known = [c for c in dict.fromkeys(customer_ids) if c in self._known_customers]
+        known = [c for c in dict.fromkeys(customer_ids) if self._is_known(c)]
         ranked: dict[str, tuple[list[str], list[float]]] = {}
         if known:
             # 1. retrieve
@@ -322,7 +329,7 @@ class FourStageRecommender:
     def _answer(self, c: str, arts: list[str], sc: list[float], at: dt.date, k: int,
                 ages: dict[str, float] | None) -> Recommendation:
         """Stage 4's tail: pad with best sellers when fewer than k were ranked."""
-        cold = c not in self._known_customers
+        cold = not self._is_known(c)
         stages = ["ranking"] * len(arts)
         if len(arts) < k:
             group = self._cold_age_group(c, ages) if cold else None
@@ -344,7 +351,7 @@ class FourStageRecommender:
     def _recommend_one(self, customer_id: str, at: dt.date, k: int, age: float | None) -> Recommendation:
         ages = None if age is None else {customer_id: age}
         lookups = self._ready_lookups()
-        if customer_id not in self._known_customers:
+        if not self._is_known(customer_id):
             return self._answer(customer_id, [], [], at, k, ages)
         if lookups is None:
             return self.recommend_batch([customer_id], at, k, ages=ages)[0]
@@ -377,6 +384,10 @@ class FourStageRecommender:
         kept = [a for a in cands if a not in old]
         have = set(kept)
         return kept + [a for a in recent if a not in have and a in self._known_articles]
+
+    def _is_known(self, customer_id: str) -> bool:
+        """In the store's customers, or seen in an added purchase: not a cold start."""
+        return customer_id in self._codes or customer_id in self._added_customers
 
     def _cold_age_group(self, customer_id: str, ages: dict[str, float] | None) -> str | None:
         if not ages or ages.get(customer_id) is None:
