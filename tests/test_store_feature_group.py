@@ -476,3 +476,13 @@ def test_process_killed_mid_insert_leaves_previous_state_readable(fg, tmp_path):
     assert_frame_equal(fg.read(), before)
     fg.insert(customers([3], [3.0]))
     assert sorted_rows(fg.read())["customer_id"].to_list() == [1, 2, 3]
+
+
+def test_latest_at_ignores_rows_after_the_day(fs):
+    g = fs.get_or_create_feature_group("snap_at", primary_key=["cid", "t"], event_time="t")
+    d = dt.date(2020, 1, 1)
+    g.insert(pl.DataFrame({"cid": [1, 1, 1, 2], "t": [d, d + dt.timedelta(2), d + dt.timedelta(4), d + dt.timedelta(1)],
+                           "x": [10, 11, 12, 20]}))
+    assert g.latest(at=d).rows() == [(1, d, 10)]
+    assert g.latest(["x"], at=d + dt.timedelta(3)).rows() == [(20,), (11,)]  # ordered by event time
+    assert g.latest(["x"]).rows() == [(20,), (12,)]

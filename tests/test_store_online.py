@@ -220,3 +220,39 @@ def test_second_process_view_sees_committed_table(tmp_path):
     assert b.get("t", 1) == {"k": 1, "v": "changed type"}
     a.close()
     b.close()
+
+
+def test_materialize_at_a_day_takes_the_change_point_valid_then(tmp_path):
+    """A change-point table: a row holds from its event time until the key's next row.
+    Materialised at day D, each key gets its last row with event time <= D (not the
+    latest row overall, which may start after D); keys that start after D are absent."""
+    fs = FeatureStore(tmp_path / "store")
+    fg = fs.get_or_create_feature_group("windows", primary_key=["aid", "valid_from"], event_time="valid_from")
+    d = dt.date(2020, 9, 1)
+    fg.insert(pl.DataFrame({
+        "aid": ["a", "a", "a", "b", "c"],
+        "valid_from": [d, d + dt.timedelta(5), d + dt.timedelta(30), d + dt.timedelta(2), d + dt.timedelta(6)],
+        "sales_28d": [1, 2, 0, 7, 3],
+    }))
+    at = d + dt.timedelta(5)
+    assert fs.materialize(fg, table="windows_at", at=at) == 2
+    assert fs.online.get("windows_at", "a") == {"aid": "a", "valid_from": at, "sales_28d": 2}
+    assert fs.online.get("windows_at", "b") == {"aid": "b", "valid_from": d + dt.timedelta(2), "sales_28d": 7}
+    assert fs.online.get("windows_at", "c") is None  # its first row starts on day 6
+    # Without `at`: the latest row of each key, whatever its day.
+    fs.materialize(fg, table="windows_latest")
+    assert fs.online.get("windows_latest", "a")["sales_28d"] == 0
+    assert fs.online.get("windows_latest", "c")["sales_28d"] == 3
+    # A datetime boundary compares with a Date event time at midnight.
+    fs.materialize(fg, table="windows_dt", at=dt.datetime(2020, 9, 6, 12, 0))
+    assert fs.online.get("windows_dt", "a")["sales_28d"] == 2
+    fs.online.close()
+
+
+def test_materialize_at_needs_an_event_time(tmp_path):
+    fs = FeatureStore(tmp_path / "store")
+    fg = fs.get_or_create_feature_group("plain", primary_key=["k"])
+    fg.insert(pl.DataFrame({"k": [1], "v": [2]}))
+    with pytest.raises(FeatureStoreError, match="no event time"):
+        fs.materialize(fg, at=dt.date(2020, 1, 1))
+    fs.online.close()

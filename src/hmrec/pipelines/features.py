@@ -7,6 +7,10 @@ reasons:
     every transaction row come first;
   * memory at 31.8M transactions: each large frame is built, written and freed
     before the next one is built.
+Purchases the HTTP service accepted are in the events log under the store; every run
+adds ALL of them after the raw rows (hmrec.features.events), so a rebuild keeps them
+and a re-run gives them the same keys, and marks them ingested once everything is
+written.
 Every group is recomputed from the raw files and written with `overwrite` (one
 atomic Delta commit per group), so a re-run leaves identical tables, and rows that
 left the raw files leave the store too. `mode="upsert"` uses `insert` instead
@@ -31,10 +35,12 @@ from hmrec.data import RawData, load_raw, sample_customers
 from hmrec.features import aggregates, groups
 from hmrec.features.articles import build_articles
 from hmrec.features.customers import build_customers
+from hmrec.features.events import add_event_purchases, read_event_purchases
 from hmrec.features.ids import attach_codes, build_article_ids, build_customer_ids
 from hmrec.features.transactions import build_transactions
 from hmrec.features.views import RETRIEVAL_VIEW, create_retrieval_view
 from hmrec.store import FeatureGroup, FeatureGroupNotFound, FeatureStore
+from hmrec.store.events_log import ingested_seq, mark_ingested
 
 Progress = Callable[..., None]
 REPORT_STEP = "features"
@@ -51,6 +57,7 @@ class FeaturePipelineSummary:
     online_rows: dict[str, int] = field(default_factory=dict)
     as_of: dt.date | None = None  # the day the online aggregates describe (day after the last purchase)
     sampled_customers: int | None = None
+    events: dict[str, int] = field(default_factory=dict)  # purchases taken from the events log
     seconds: dict[str, float] = field(default_factory=dict)
 
     def to_dict(self) -> dict:
@@ -77,19 +84,6 @@ def _existing(fs: FeatureStore, spec: groups.GroupSpec) -> pl.DataFrame | None:
     except FeatureGroupNotFound:
         return None
     return fg.read() if fg.count() else None
-
-
-def _latest_as_of(fg: FeatureGroup, key: str, as_of: dt.date) -> pl.DataFrame:
-    """Per key, the aggregate row valid on day `as_of` (rows valid later are ignored)."""
-    et = fg.event_time
-    return (
-        fg.scan()
-        .filter(pl.col(et) <= as_of)
-        .sort(key, et)
-        .group_by(key, maintain_order=True)
-        .last()
-        .collect()
-    )
 
 
 def run_feature_pipeline(
@@ -135,21 +129,28 @@ def run_feature_pipeline(
     if sample and n_wanted is not None and raw.customers.height > n_wanted:
         raw = sample_customers(raw, n_wanted, settings.SEED)
         summary.sampled_customers = n_wanted
+    # Purchases the service accepted (the whole events log, so a rebuild never loses them).
+    purchases = read_event_purchases(settings.store_dir)
+    raw_customers, raw_tx, summary.events = add_event_purchases(
+        raw.customers, raw.articles, raw.transactions, purchases, settings.store_dir,
+        drop_unknown_articles=settings.DROP_UNKNOWN_REFERENCES,
+    )
+    summary.events["log_seq"] = purchases.last_seq
     lap("load")
     tick("load")
 
     fs = FeatureStore(settings.store_dir)
 
     # Small tables first: their cleaning is what can reject a value, before anything is written.
-    customers_df = build_customers(raw.customers)
+    customers_df = build_customers(raw_customers)
     articles_df = build_articles(raw.articles)
-    customer_ids = build_customer_ids(raw.customers, _existing(fs, groups.CUSTOMER_IDS))
+    customer_ids = build_customer_ids(raw_customers, _existing(fs, groups.CUSTOMER_IDS))
     article_ids = build_article_ids(raw.articles, _existing(fs, groups.ARTICLE_IDS))
     # Integer codes on every transaction row (rejects an id without a code, still before any
     # write): exact cheap line numbers, and id strings shared with the mapping instead of one
     # copy per row (~2 GB less at 31.8M rows).
-    tx = attach_codes(raw.transactions, customer_ids, article_ids)
-    del raw
+    tx = attach_codes(raw_tx, customer_ids, article_ids)
+    del raw, raw_tx, raw_customers
     lap("build small groups + id lookup")
 
     def write(spec: groups.GroupSpec, df: pl.DataFrame, upsert: bool) -> None:
@@ -189,10 +190,14 @@ def run_feature_pipeline(
         if spec.event_time is None:
             summary.online_rows[spec.name] = fs.materialize(fg)
         elif summary.as_of is not None:
-            df = _latest_as_of(fg, spec.online_key, summary.as_of)
-            summary.online_rows[spec.name] = fs.online.materialize(spec.name, df, spec.online_key)
+            # Change points can start after as_of (a sale leaving a window): take the row valid then.
+            summary.online_rows[spec.name] = fs.materialize(fg, at=summary.as_of)
     lap("online store")
     tick("online store")
+
+    # Only now does the store hold the events' purchases: tell the service not to replay them.
+    if purchases.last_seq > ingested_seq(settings.store_dir):
+        mark_ingested(settings.store_dir, purchases.last_seq)
 
     summary.seconds["total"] = round(time.perf_counter() - t_start, 3)
     if write_report:

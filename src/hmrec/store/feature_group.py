@@ -275,15 +275,38 @@ class FeatureGroup:
             return pl.LazyFrame(schema={c: schema[c] for c in cols})
         return from_storage(pl.scan_delta(str(self.path)).select(cols), schema)
 
-    def latest(self, columns: Sequence[str] | None = None) -> pl.DataFrame:
-        """One row per entity key: the one with the greatest event time (all rows if no event time)."""
+    def latest(
+        self, columns: Sequence[str] | None = None, at: dt.date | dt.datetime | None = None
+    ) -> pl.DataFrame:
+        """One row per entity key: the one with the greatest event time (all rows if no event time).
+
+        With `at` (an event time, not a commit: for commits use `read(as_of=...)`), rows
+        whose event time is after `at` are ignored, so each key gets the row valid on
+        `at`: what a change-point table (a row holds from its event time until the key's
+        next row) says on that day. Keys whose first row is after `at` are left out.
+        Output is ordered by event time.
+        """
         cols = self._columns(columns)
-        if self.event_time is None:
+        et = self.event_time
+        if et is None:
+            if at is not None:
+                raise FeatureStoreError(f"{self.label} has no event time; cannot take the rows valid at {at}")
             return self.read(cols)
-        needed = list(dict.fromkeys(cols + self.entity_key + [self.event_time]))
-        df = self.read(needed).sort(self.event_time, maintain_order=True)
+        needed = list(dict.fromkeys(cols + self.entity_key + [et]))
+        lf = self.scan(needed)
+        if at is not None:
+            from hmrec.store.query import _time_literal
+
+            lf = lf.filter(pl.col(et) <= _time_literal(at, (self.schema or {})[et]))
+        # Keep each key's rows at its greatest event time (a hash group-by: no sort of the
+        # whole table, which at 11M string keys costs several GB), then one row per key.
+        if self.entity_key:
+            lf = lf.filter(pl.col(et) == pl.col(et).max().over(self.entity_key))
+        else:
+            lf = lf.filter(pl.col(et) == pl.col(et).max())
+        df = lf.collect()
         df = df.unique(subset=self.entity_key, keep="last", maintain_order=True) if self.entity_key else df.tail(1)
-        return df.select(cols)
+        return df.sort(et, maintain_order=True).select(cols)
 
     def count(self) -> int:
         table = self._delta()

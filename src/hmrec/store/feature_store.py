@@ -257,11 +257,20 @@ class FeatureStore:
         registry.metadata_path(self.root, registry.VIEWS, name, version).unlink(missing_ok=True)
 
     # ------------------------------------------------------------ online
-    def materialize(self, fg: FeatureGroup, table: str | None = None, columns: Sequence[str] | None = None) -> int:
+    def materialize(
+        self,
+        fg: FeatureGroup,
+        table: str | None = None,
+        columns: Sequence[str] | None = None,
+        at: dt.date | dt.datetime | None = None,
+    ) -> int:
         """Copy the latest row per entity key of `fg` into the online store.
 
         Table name defaults to the group's name; the key is the group's entity key
-        (which must be one column). Returns the rows stored.
+        (which must be one column). With `at`, each key gets its row valid at that
+        event time (`FeatureGroup.latest(at=...)`): what change-point tables, whose
+        rows can start in the future (a sale leaving a 28-day window), need for
+        serving on day `at`. Returns the rows stored.
         """
         if len(fg.entity_key) != 1:
             raise FeatureStoreError(
@@ -269,5 +278,5 @@ class FeatureStore:
             )
         key = fg.entity_key[0]
         cols = list(dict.fromkeys([key] + list(columns if columns is not None else fg.schema or [])))
-        df: pl.DataFrame = fg.latest(cols)
+        df: pl.DataFrame = fg.latest(cols, at=at)
         return self.online.materialize(table or fg.name, df, key)
