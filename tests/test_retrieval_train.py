@@ -81,3 +81,41 @@ def test_evaluate_on_another_window_matches_training_report(data, result):
     m = evaluate(result.model, val_df, train_df, articles, CFG)
     assert m["two_tower"] == pytest.approx(result.metrics["two_tower"])
     assert m["popularity"] == pytest.approx(result.metrics["popularity"])
+
+
+def test_early_stopping_ends_after_patience_epochs_without_a_better_metric(data, result):
+    """With patience p, training stops p epochs after the best one (or runs every epoch)."""
+    train_df, val_df, articles = data
+    h = [e.metrics["top_100_accuracy"] for e in result.history]
+    # replay the rule on the full run's curve: where would patience 1 stop?
+    best, stale, stop = -1.0, 0, len(h)
+    for k, v in enumerate(h, start=1):
+        if v > best:
+            best, stale = v, 0
+        else:
+            stale += 1
+            if stale >= 1:
+                stop = k
+                break
+    stopped = train(train_df, val_df, articles, TwoTowerConfig(**{**CFG.__dict__, "patience": 1}))
+    assert len(stopped.history) == stop
+    # same seed: the epochs it ran are the full run's epochs
+    assert [e.train_retrieval_loss for e in stopped.history] == [e.train_retrieval_loss for e in result.history[:stop]]
+
+
+def test_settings_map_onto_the_training_config():
+    from hmrec.config import Settings
+
+    cfg = TwoTowerConfig.from_settings(
+        Settings(
+            TWO_TOWER_EARLY_STOPPING_PATIENCE=2,
+            TWO_TOWER_BATCHING="shuffle",
+            TWO_TOWER_POPULARITY_PRIOR_DAYS=14,
+            TWO_TOWER_PRIOR_SMOOTHING=0.5,
+            TWO_TOWER_NUM_THREADS=2,
+            TWO_TOWER_STEP_THREADS=1,
+        )
+    )
+    assert (cfg.patience, cfg.batching, cfg.popularity_prior_days, cfg.prior_smoothing) == (2, "shuffle", 14, 0.5)
+    assert (cfg.num_threads, cfg.step_threads) == (2, 1)
+    assert TwoTowerConfig.from_settings(Settings(TWO_TOWER_EARLY_STOPPING_PATIENCE=None)).patience is None

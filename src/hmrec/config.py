@@ -90,6 +90,21 @@ class Settings(BaseSettings):
         default=False,
         description="bf16 logits matmul (faster on CPUs with bf16 support); fp32 when False.",
     )
+    TWO_TOWER_EARLY_STOPPING_PATIENCE: int | None = Field(
+        default=3,
+        description="Stop after this many epochs without a better validation top-K accuracy (None: run all epochs).",
+    )
+    TWO_TOWER_BATCHING: str = Field(
+        default="time_local",
+        description="'time_local': batches of neighbouring days; 'shuffle': uniform batches (the reference).",
+    )
+    TWO_TOWER_POPULARITY_PRIOR_DAYS: int | None = Field(
+        default=7,
+        description="Days of sales behind the popularity prior added to every score (None: towers only).",
+    )
+    TWO_TOWER_PRIOR_SMOOTHING: float = Field(default=0.1, description="Additive smoothing of the prior's counts.")
+    TWO_TOWER_NUM_THREADS: int = Field(default=1, description="torch intra-op threads while training.")
+    TWO_TOWER_STEP_THREADS: int = Field(default=2, description="Python threads sharing a training step's loss and updates.")
     RETRIEVAL_K: int = 100
     RETRIEVAL_POPULAR_CANDIDATES: int = Field(
         default=50,
@@ -119,6 +134,15 @@ class Settings(BaseSettings):
         description="Stage 2 of the recommender; chosen by `hmrec evaluate` on generated data (see README).",
     )
     API_TOKEN: str | None = Field(default=None, description="Bearer token for POST /events and /admin/*.")
+    SERVING_BATCH_MAX: int = Field(
+        default=64, ge=1,
+        description="Most recommendation requests answered by one vectorised call (1: no micro-batching).",
+    )
+    SERVING_BATCH_WAIT_MS: float = Field(
+        default=2.0, ge=0,
+        description="Longest a request waits for others to join its batch (it never waits when no other "
+        "accepted request can join).",
+    )
 
     # --- derived paths -----------------------------------------------------------------
     @property
