@@ -103,6 +103,15 @@ class Settings(BaseSettings):
         description="Days of sales behind the popularity prior added to every score (None: towers only).",
     )
     TWO_TOWER_PRIOR_SMOOTHING: float = Field(default=0.1, description="Additive smoothing of the prior's counts.")
+    TWO_TOWER_QUERY_FEATURES: str = Field(
+        default="embedding:customer_id,normalized:age,raw:month_sin,raw:month_cos",
+        description="Query-tower inputs, 'kind:column[:dim]' comma-separated (kinds: embedding, "
+        "one_hot, normalized, raw); columns of the retrieval view / customers group.",
+    )
+    TWO_TOWER_ITEM_FEATURES: str = Field(
+        default="embedding:article_id,one_hot:garment_group_name,one_hot:index_group_name",
+        description="Item-tower inputs, 'kind:column[:dim]' comma-separated; columns of the articles group.",
+    )
     TWO_TOWER_NUM_THREADS: int = Field(default=1, description="torch intra-op threads while training.")
     TWO_TOWER_STEP_THREADS: int = Field(default=2, description="Python threads sharing a training step's loss and updates.")
     RETRIEVAL_K: int = 100
