@@ -9,7 +9,12 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from typing import Any
 
-from hmrec.retrieval.features import DEFAULT_ITEM_FEATURES, DEFAULT_QUERY_FEATURES, FeatureSpec
+from hmrec.retrieval.features import (
+    DEFAULT_ITEM_FEATURES,
+    DEFAULT_QUERY_FEATURES,
+    FeatureSpec,
+    parse_feature_specs,
+)
 
 #: K values for top-K accuracy (the course's "top-100 accuracy" is K=100).
 TOP_K: tuple[int, ...] = (1, 5, 10, 50, 100)
@@ -93,7 +98,17 @@ class TwoTowerConfig:
         """Build from hmrec.config.Settings (TWO_TOWER_*, SEED, RETRIEVAL_K)."""
         s = settings
         k = int(getattr(s, "RETRIEVAL_K", 100))
+        query_text = getattr(s, "TWO_TOWER_QUERY_FEATURES", None)
+        item_text = getattr(s, "TWO_TOWER_ITEM_FEATURES", None)
+        query_features = (
+            DEFAULT_QUERY_FEATURES if query_text is None else parse_feature_specs(query_text, "TWO_TOWER_QUERY_FEATURES")
+        )
+        item_features = (
+            DEFAULT_ITEM_FEATURES if item_text is None else parse_feature_specs(item_text, "TWO_TOWER_ITEM_FEATURES")
+        )
         cfg = cls(
+            query_features=query_features,
+            item_features=item_features,
             embedding_dim=int(s.TWO_TOWER_MODEL_EMBEDDING_SIZE),
             hidden_dims=(int(s.TWO_TOWER_MODEL_EMBEDDING_SIZE),),
             output_dim=int(s.TWO_TOWER_MODEL_EMBEDDING_SIZE),

@@ -81,6 +81,48 @@ DEFAULT_ITEM_FEATURES: tuple[FeatureSpec, ...] = (
 )
 
 
+def parse_feature_specs(text: str, setting: str = "feature specs") -> tuple[FeatureSpec, ...]:
+    """Parse ``"kind:column[:dim], ..."`` (e.g. a TWO_TOWER_*_FEATURES setting) into specs.
+
+    Why a string: it keeps "add a feature to a tower" a one-line configuration change
+    (env var, ``.env`` or CLI). ``dim`` is allowed for embeddings only. ``setting`` names
+    the source in error messages.
+    """
+    specs: list[FeatureSpec] = []
+    items = [p.strip() for p in str(text).split(",")]
+    if not any(items):
+        raise ValueError(f"{setting}: no features given; use e.g. 'embedding:article_id,one_hot:index_name'")
+    for pos, item in enumerate(items, start=1):
+        parts = [p.strip() for p in item.split(":")]
+        if len(parts) not in (2, 3) or not parts[0] or not parts[1]:
+            raise ValueError(
+                f"{setting}: item {pos} {item!r} is not 'kind:column' or 'embedding:column:dim' "
+                f"(kinds: {', '.join(KINDS)})"
+            )
+        kind, column = parts[0].lower(), parts[1]
+        if kind not in KINDS:
+            raise ValueError(f"{setting}: item {pos} {item!r}: unknown kind {parts[0]!r}; use one of {', '.join(KINDS)}")
+        dim = None
+        if len(parts) == 3:
+            if kind != "embedding":
+                raise ValueError(f"{setting}: item {pos} {item!r}: only embedding features take a size")
+            try:
+                dim = int(parts[2])
+            except ValueError:
+                dim = 0
+            if dim < 1:
+                raise ValueError(f"{setting}: item {pos} {item!r}: embedding size must be a positive integer, got {parts[2]!r}")
+        if any(s.column == column for s in specs):
+            raise ValueError(f"{setting}: item {pos} {item!r}: column {column!r} is listed twice")
+        specs.append(FeatureSpec(column, kind, dim=dim))  # type: ignore[arg-type]
+    return tuple(specs)
+
+
+def format_feature_specs(specs: tuple[FeatureSpec, ...] | list[FeatureSpec]) -> str:
+    """The inverse of :func:`parse_feature_specs` (for reports and settings defaults)."""
+    return ",".join(f"{s.kind}:{s.column}" + (f":{s.dim}" if s.dim else "") for s in specs)
+
+
 @dataclass
 class FittedFeature:
     """A spec plus what was learnt from the training split (vocabulary or statistics)."""
@@ -157,7 +199,7 @@ class FittedFeature:
         return {"spec": asdict(self.spec), "mean": self.mean, "std": self.std, "median": self.median}
 
     @classmethod
-    def from_json(cls, data: dict, vocab: pl.Series | None) -> "FittedFeature":
+    def from_json(cls, data: dict, vocab: pl.Series | None) -> FittedFeature:
         return cls(FeatureSpec(**data["spec"]), vocab, float(data["mean"]), float(data["std"]), float(data["median"]))
 
 
@@ -193,11 +235,11 @@ class TowerInputs:
     def __len__(self) -> int:
         return int(self.cat.shape[0])
 
-    def take(self, idx: torch.Tensor) -> "TowerInputs":
+    def take(self, idx: torch.Tensor) -> TowerInputs:
         """Rows at ``idx`` (a batch)."""
         return TowerInputs(self.cat.index_select(0, idx), self.dense.index_select(0, idx))
 
-    def slice(self, start: int, stop: int) -> "TowerInputs":
+    def slice(self, start: int, stop: int) -> TowerInputs:
         return TowerInputs(self.cat[start:stop], self.dense[start:stop])
 
 
