@@ -17,6 +17,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from polars.testing import assert_frame_equal
 
+from hmrec.store import delta_io
 from hmrec.store import (
     FeatureGroupNotFound,
     FeatureStore,
@@ -367,26 +368,18 @@ def test_latest_keeps_the_last_row_per_entity(fs):
 
 
 # ------------------------------------------------------------------- atomicity
-def _failing_writer(monkeypatch, fail_after_batches: int):
-    """Wrap deltalake's writer so the data stream breaks after some batches were written."""
-    real = deltalake.write_deltalake
+def _failing_writer(monkeypatch, fail_after_files: int):
+    """Make the store's Parquet writer break after some data files were written."""
+    real = delta_io.write_parquet_file
     calls = {"n": 0}
 
-    def broken(target, data, **kwargs):
+    def broken(part, path):
+        if calls["n"] == fail_after_files:
+            raise OSError("disk unplugged (simulated)")
         calls["n"] += 1
-        table = pa.table(data)
-        batches = table.to_batches(max_chunksize=1000)
+        return real(part, path)
 
-        def stream():
-            for i, b in enumerate(batches):
-                if i == fail_after_batches:
-                    raise OSError("disk unplugged (simulated)")
-                yield b
-
-        kwargs["target_file_size"] = 1  # flush a file per batch, so parts really land on disk
-        return real(target, pa.RecordBatchReader.from_batches(table.schema, stream()), **kwargs)
-
-    monkeypatch.setattr(deltalake, "write_deltalake", broken)
+    monkeypatch.setattr(delta_io, "write_parquet_file", broken)
     return calls
 
 
@@ -406,10 +399,11 @@ def test_failed_write_midway_leaves_previous_state_readable(fg, monkeypatch, pat
         new = customers(ids, [3.0] * n)
     else:
         new = customers(ids[5:], [4.0] * (n - 5))
-    calls = _failing_writer(monkeypatch, fail_after_batches=25)
+    fg.rows_per_file = 1000  # several files, so parts really land on disk before the failure
+    calls = _failing_writer(monkeypatch, fail_after_files=25)
     with pytest.raises(Exception, match="disk unplugged"):
         fg.insert(new)
-    assert calls["n"] == 1
+    assert calls["n"] == 25
     assert _parquet_files(fg.path) > files  # part of the data was written ...
     assert fg.commit_version() == version  # ... but never committed
     assert_frame_equal(fg.read(), before)
@@ -450,20 +444,18 @@ def test_process_killed_mid_insert_leaves_previous_state_readable(fg, tmp_path):
     before, version = fg.read(), fg.commit_version()
     script = textwrap.dedent(
         f"""
-        import os, deltalake, pyarrow as pa, polars as pl
-        from hmrec.store import FeatureStore
-        real = deltalake.write_deltalake
-        def dying(target, data, **kw):
-            t = pa.table(data)
-            def stream():
-                for i, b in enumerate(t.to_batches(max_chunksize=1000)):
-                    if i == 25:
-                        os._exit(17)
-                    yield b
-            kw["target_file_size"] = 1
-            return real(target, pa.RecordBatchReader.from_batches(t.schema, stream()), **kw)
-        deltalake.write_deltalake = dying
+        import os, polars as pl
+        from hmrec.store import FeatureStore, delta_io
+        real = delta_io.write_parquet_file
+        written = []
+        def dying(part, path):
+            if len(written) == 25:
+                os._exit(17)
+            written.append(path)
+            return real(part, path)
+        delta_io.write_parquet_file = dying
         g = FeatureStore({str(tmp_path / "store")!r}).get_feature_group("customers", 1)
+        g.rows_per_file = 1000
         n = 30_000
         g.insert(pl.DataFrame({{"customer_id": range(n), "age": [9.0] * n, "club": ["x"] * n}},
                               schema={{"customer_id": pl.Int64, "age": pl.Float32, "club": pl.String}}))
@@ -486,3 +478,40 @@ def test_latest_at_ignores_rows_after_the_day(fs):
     assert g.latest(at=d).rows() == [(1, d, 10)]
     assert g.latest(["x"], at=d + dt.timedelta(3)).rows() == [(20,), (11,)]  # ordered by event time
     assert g.latest(["x"]).rows() == [(20,), (12,)]
+
+
+def test_writes_keep_row_order_across_files_and_chunks(fs):
+    """Storage order is the frame's order, also for a frame of many chunks written as many files
+    (deltalake's own writer hands chunks to parallel tasks and can store them in another order)."""
+    g = fs.get_or_create_feature_group("ordered", primary_key=["i"])
+    g.rows_per_file = 700
+    n = 10_000
+    chunks = [pl.DataFrame({"i": pl.int_range(a, min(a + 333, n), eager=True), "s": "x" * 40})
+              for a in range(0, n, 333)]
+    frame = pl.concat([c.reverse() for c in reversed(chunks)], rechunk=False)  # descending, many chunks
+    assert frame.n_chunks() > 1
+    g.overwrite(frame)
+    assert g.read()["i"].to_list() == frame["i"].to_list()
+    assert _parquet_files(g.path) == -(-n // 700)
+    assert g.count() == n
+    # Append: the new commit's rows come first, each commit in its own order.
+    g.insert(pl.DataFrame({"i": [20_001, 20_000], "s": ["y", "y"]}))
+    assert g.read()["i"].head(3).to_list() == [20_001, 20_000, n - 1]
+    # Per-file statistics let readers skip files: every file states its key range.
+    table = deltalake.DeltaTable(str(g.path))
+    adds = pl.DataFrame(pa.table(table.get_add_actions(flatten=True))).to_dict(as_series=False)
+    assert sum(adds["num_records"]) == n + 2
+    assert min(adds["min.i"]) == 0 and max(adds["max.i"]) == 20_001
+
+
+def test_failed_first_write_leaves_no_table(fs, monkeypatch):
+    g = fs.get_or_create_feature_group("fresh", primary_key=["i"])  # no schema: no table yet
+    assert g.commit_version() is None
+    g.rows_per_file = 10
+    _failing_writer(monkeypatch, fail_after_files=2)
+    with pytest.raises(OSError, match="disk unplugged"):
+        g.insert(pl.DataFrame({"i": list(range(100))}))
+    assert g.commit_version() is None and g.schema is None
+    monkeypatch.undo()
+    g.insert(pl.DataFrame({"i": ["a", "b"]}))  # any schema may still be the first
+    assert g.read()["i"].to_list() == ["a", "b"]

@@ -11,19 +11,21 @@ How `insert` upserts, cheapest path first (measured on 31.8M rows, 2 cores):
     rows, overwrite in one commit (~15 s);
   * bigger tables -> Delta MERGE, which streams but is slower
     (21 s for 100k rows into 31.8M, 42 s and 8 GB for all 31.8M).
-Each path is a single Delta commit, so each is atomic.
+Each path is a single Delta commit, so each is atomic. Appends and overwrites keep
+the frame's row order in storage (hmrec.store.delta_io); MERGE does not promise one.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Sequence
 
 import deltalake
 import polars as pl
 
-from hmrec.store import registry
+from hmrec.store import delta_io, registry
 from hmrec.store.errors import FeatureStoreError, InvalidFeatureDataError, SchemaMismatchError
 from hmrec.store.schema import (
     Schema,
@@ -50,6 +52,7 @@ class FeatureGroup:
         self._root = Path(root)
         self._meta = meta
         self.rewrite_max_rows = rewrite_max_rows
+        self.rows_per_file = delta_io.DEFAULT_ROWS_PER_FILE
 
     # ----------------------------------------------------------------- description
     @property
@@ -179,15 +182,21 @@ class FeatureGroup:
         return schema, to_storage(df, schema)
 
     def _write(self, data: pl.DataFrame, schema: Schema, mode: str, op: str, table: Any) -> int:
-        target = table if table is not None else str(self.path)
-        if table is None:
+        arrow_schema = pl.DataFrame(schema=storage_schema(schema)).to_arrow().schema
+        created = table is None
+        if created:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-        deltalake.write_deltalake(
-            target,
-            data.to_arrow(),
-            mode=mode,  # type: ignore[arg-type]
-            commit_properties=_commit(op, data.height),
-        )
+            table = deltalake.DeltaTable.create(
+                str(self.path), schema=arrow_schema, name=self.name, description=self.description or None
+            )
+        try:
+            delta_io.commit_frame(
+                table, self.path, data, arrow_schema, mode, _commit(op, data.height), self.rows_per_file
+            )
+        except BaseException:
+            if created:  # the table did not exist before this write: leave no trace of it
+                shutil.rmtree(self.path, ignore_errors=True)
+            raise
         self._fix_schema(schema)
         return self._delta().version()  # type: ignore[union-attr]
 
