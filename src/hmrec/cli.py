@@ -196,15 +196,18 @@ def evaluate(home: Optional[Path] = HomeOpt, seed: Optional[int] = SeedOpt) -> N
 def serve(
     host: str = typer.Option("127.0.0.1", "--host", help="Interface to bind (loopback unless told otherwise)."),
     port: int = typer.Option(8000, "--port", help="TCP port."),
+    workers: int = typer.Option(1, "--workers", min=1, max=64,
+                                help="Worker processes (one per core helps; each holds its own models). "
+                                "They share the events log and reload together."),
     home: Optional[Path] = HomeOpt,
 ) -> None:
     """Serve the 4-stage recommender over HTTP (champion models from the registry)."""
     from hmrec.serving.api import serve as run_server
 
     settings = make_settings(home)
-    console.print(f"serving on http://{host}:{port} (OpenAPI page: /docs); models load in the background, "
-                  "GET /health says when ready")
-    run_server(settings, host=host, port=port)
+    console.print(f"serving on http://{host}:{port} with {workers} worker(s) (OpenAPI page: /docs); models "
+                  "load in the background, GET /health says when ready")
+    run_server(settings, host=host, port=port, workers=workers)
 
 
 @app.command("run")
