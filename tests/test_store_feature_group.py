@@ -17,13 +17,13 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from polars.testing import assert_frame_equal
 
-from hmrec.store import delta_io
 from hmrec.store import (
     FeatureGroupNotFound,
     FeatureStore,
     FeatureStoreError,
     InvalidFeatureDataError,
     SchemaMismatchError,
+    delta_io,
 )
 
 SCHEMA = {"customer_id": pl.Int64, "age": pl.Float32, "club": pl.String}

@@ -153,3 +153,20 @@ def test_random_split_is_deterministic_and_complete(fs):
     assert a_test["price"].to_list() != c_test["price"].to_list()
     with pytest.raises(FeatureStoreError, match="test_size"):
         fv.train_test_split(test_size=1.5, seed=1)
+
+
+@pytest.mark.parametrize("dtype", [pl.Date, pl.Datetime("us"), pl.Datetime("ms", "Europe/Stockholm")])
+def test_split_by_time_sorted_slices_equal_filters(dtype):
+    """A frame in time order is cut into slices; the result equals filtering an unsorted copy."""
+    from hmrec.store.splits import TimeSplit, split_by_time
+
+    start = dt.date(2020, 9, 1)
+    days = sorted(start + dt.timedelta(days=i % 25) for i in range(200))
+    df = pl.DataFrame({"t": days, "i": list(range(200))}).with_columns(pl.col("t").cast(dtype))
+    bounds = TimeSplit(dt.date(2020, 9, 8), dt.date(2020, 9, 15), dt.date(2020, 9, 22))
+    shuffled = df.sample(fraction=1.0, shuffle=True, seed=1)
+    for got, want in zip(split_by_time(df, "t", bounds), split_by_time(shuffled, "t", bounds)):
+        assert got.equals(want.sort("i"))
+    train, val, test = split_by_time(df, "t", bounds)
+    assert (train.height, val.height, test.height) == (56, 56, 56)
+    assert test["t"].cast(pl.Date).max() == dt.date(2020, 9, 21)  # rows on 22..25 belong to no split

@@ -197,3 +197,54 @@ def test_point_in_time_join_matches_brute_force(tmp_path_factory, left, right):
     got = lg.select(["id", "k", "t"]).join(rg.select(["v"]), on="k").read()
     assert got["id"].to_list() == list(range(len(left)))
     assert got["v"].to_list() == _brute_force(ldf, rdf)
+
+
+def _string_key_groups(fs, root_keys, right_keys, tag):
+    """Root with String customer ids (some null / unknown / repeated) and a customers group."""
+    root = fs.get_or_create_feature_group(f"root_{tag}", primary_key=["row"], event_time="t_dat")
+    root.insert(pl.DataFrame({"row": list(range(len(root_keys))), "customer_id": root_keys,
+                              "t_dat": [day(i % 9) for i in range(len(root_keys))]},
+                             schema={"row": pl.Int64, "customer_id": pl.String, "t_dat": pl.Date}))
+    cust = fs.get_or_create_feature_group(f"cust_{tag}", primary_key=["customer_id"])
+    cust.insert(pl.DataFrame({"customer_id": right_keys, "age": [float(20 + i) for i in range(len(right_keys))],
+                              "status": [f"s{i % 3}" for i in range(len(right_keys))]},
+                             schema={"customer_id": pl.String, "age": pl.Float64, "status": pl.String}))
+    return root, cust
+
+
+def _expected_left_join(root, cust) -> pl.DataFrame:
+    return root.read(["row", "customer_id", "t_dat"]).join(
+        cust.read(["customer_id", "age", "status"]), on="customer_id", how="left", maintain_order="left")
+
+
+@pytest.mark.parametrize("case", ["all_known", "unknown_and_null"])
+def test_string_key_lookup_join_equals_a_hash_left_join(fs, case):
+    ids = [c * 64 for c in "abcdef"]
+    root_keys = ids[:4] * 3 + ids[:2]
+    if case == "unknown_and_null":
+        root_keys = root_keys + ["z" * 64, None, ids[0]]
+    root, cust = _string_key_groups(fs, root_keys, ids[::-1], case)
+    q = root.select(["row", "customer_id", "t_dat"]).join(cust.select(["age", "status"]), on="customer_id")
+    got = q.read()
+    assert got.equals(_expected_left_join(root, cust))
+    assert got["customer_id"].to_list() == root_keys  # keys keep their values (and order)
+    if case == "unknown_and_null":
+        assert got.filter(pl.col("customer_id") == "z" * 64)["age"].to_list() == [None]
+    # A time window and the event-time column come through the lookup path too.
+    part = q.execute(start=day(2), end=day(5), with_event_time=True)
+    assert part.drop("__hmrec_event_time__").equals(
+        _expected_left_join(root, cust).filter((pl.col("t_dat") >= day(2)) & (pl.col("t_dat") < day(5))))
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    root_idx=st.lists(st.integers(min_value=-1, max_value=7), min_size=0, max_size=30),
+    n_right=st.integers(min_value=1, max_value=6),
+)
+def test_string_key_lookup_matches_brute_force(tmp_path_factory, root_idx, n_right):
+    fs = FeatureStore(tmp_path_factory.mktemp("lk") / "store")
+    ids = [f"{i:064x}" for i in range(8)]
+    root_keys = [None if i < 0 else ids[i] for i in root_idx]
+    root, cust = _string_key_groups(fs, root_keys, ids[:n_right], "h")
+    got = root.select(["row", "customer_id", "t_dat"]).join(cust.select(["age", "status"]), on="customer_id").read()
+    assert got.equals(_expected_left_join(root, cust))

@@ -26,7 +26,11 @@ import deltalake
 import polars as pl
 
 from hmrec.store import delta_io, registry
-from hmrec.store.errors import FeatureStoreError, InvalidFeatureDataError, SchemaMismatchError
+from hmrec.store.errors import (
+    FeatureStoreError,
+    InvalidFeatureDataError,
+    SchemaMismatchError,
+)
 from hmrec.store.schema import (
     Schema,
     conform,

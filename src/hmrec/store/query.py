@@ -208,36 +208,91 @@ class Query:
             lf = lf.filter(pl.col(et) >= _time_literal(start, root_schema[et]))  # type: ignore[index]
         if end is not None:
             lf = lf.filter(pl.col(et) < _time_literal(end, root_schema[et]))  # type: ignore[index]
-        left = lf.collect()
         if with_event_time:
-            left = left.with_columns(pl.col(et).alias(EVENT_TIME_COLUMN))  # type: ignore[arg-type]
+            lf = lf.with_columns(pl.col(et).alias(EVENT_TIME_COLUMN))  # type: ignore[arg-type]
 
-        for j, kind in zip(self._joins, kinds):
-            left = self._join_one(left, j, kind)
+        lookups = self._lookups(kinds, root_schema)
+        left = self._collect_with_codes(lf, lookups) if lookups else None
+        if left is None:  # no lookup joins, or a key without a match: every join the general way
+            lookups = {}
+            left = lf.collect()
+        for i, (j, kind) in enumerate(zip(self._joins, kinds)):
+            if i in lookups:
+                left = _attach_lookup(left, lookups[i], i)
+            else:
+                left = self._join_one(left, j, kind)
 
         out = self.columns
         return left.select(([EVENT_TIME_COLUMN] if with_event_time else []) + out)
 
-    def _join_one(self, left: pl.DataFrame, j: _Join, kind: str) -> pl.DataFrame:
+    # -- lookup joins: one String key of the root, at most one right row per key ------------
+    def _lookups(self, kinds: list[str], root_schema: dict[str, pl.DataType]) -> dict[int, pl.DataFrame]:
+        """Right frames of the joins that can run as array lookups, by join index.
+
+        A plain or latest join on one String column of the root, whose right rows have
+        distinct keys, is a lookup: the root's key is coded as the row number of its
+        right row (an Enum cast while scanning, so the root's 64-character id strings
+        are never all held: 4 bytes a row instead of ~80), and each right column is
+        gathered by that code, with no hash join over the root's rows. The key column
+        itself is then the right frame's strings, gathered (16-byte views into one
+        shared buffer). Same values, same order as the hash join it replaces.
+        """
+        out: dict[int, pl.DataFrame] = {}
+        for i, (j, kind) in enumerate(zip(self._joins, kinds)):
+            if kind == "pit" or len(j.on) != 1:
+                continue
+            key = j.on[0]
+            if key not in root_schema or not isinstance(root_schema[key], pl.String):
+                continue
+            right = self._right_frame(j, kind)
+            keys = right[key]
+            if keys.null_count() or not keys.is_unique().all():
+                continue
+            out[i] = right
+        return out
+
+    def _collect_with_codes(self, lf: pl.LazyFrame, lookups: dict[int, pl.DataFrame]) -> pl.DataFrame | None:
+        """Collect the root with a code column per lookup join (streaming, so id strings are
+        dropped as they are coded) and the key columns re-made from the right frames' strings.
+        None when some non-null key has no right row (rare; the general path then keeps the
+        key's own value, at the cost of reading the root a second time)."""
+        codes, key_source = [], {}
+        for i, right in lookups.items():
+            key = self._joins[i].on[0]
+            code = pl.col(key).cast(pl.Enum(right[key]), strict=False).to_physical()
+            codes += [code.alias(_code(i)), (code.is_null() & pl.col(key).is_not_null()).alias(_miss(i))]
+            key_source.setdefault(key, i)
+        left = lf.with_columns(codes).drop(list(key_source)).collect(engine="streaming")
+        if any(left[_miss(i)].any() for i in lookups):  # rare: keep the keys' own values instead
+            return None
+        left = left.drop(_miss(i) for i in lookups)
+        return left.with_columns(
+            lookups[i][key].gather(left[_code(i)]).alias(key) for key, i in key_source.items()
+        )
+
+    def _right_frame(self, j: _Join, kind: str) -> pl.DataFrame:
+        """The joined group's rows a plain or latest join uses: key(s) + selected columns, renamed."""
         right_group = j.query.group
         rename = j.output_names()
         right_cols = list(dict.fromkeys(j.on + list(rename)))
-        if kind != "plain":
-            right_cols = list(dict.fromkeys(right_cols + [right_group.event_time]))  # type: ignore[list-item]
-        rlf = right_group.scan(right_cols)
         if kind == "latest":
             rt = right_group.event_time
             right = (
-                rlf.collect()
+                right_group.scan(list(dict.fromkeys(right_cols + [rt])))  # type: ignore[list-item]
+                .collect()
                 .sort(rt, maintain_order=True)  # type: ignore[arg-type]
                 .unique(subset=j.on, keep="last", maintain_order=True)
             )
-            right = right.select(j.on + list(rename)).rename(rename)
-            return left.join(right, on=j.on, how="left", maintain_order="left")
-        if kind == "plain":
-            right = rlf.select(j.on + list(rename)).rename(rename).collect()
-            return left.join(right, on=j.on, how="left", maintain_order="left")
-        return self._join_pit(left, j, rlf, rename)
+            return right.select(j.on + list(rename)).rename(rename)
+        return right_group.scan(right_cols).select(j.on + list(rename)).rename(rename).collect()
+
+    def _join_one(self, left: pl.DataFrame, j: _Join, kind: str) -> pl.DataFrame:
+        if kind != "pit":
+            return left.join(self._right_frame(j, kind), on=j.on, how="left", maintain_order="left")
+        right_group = j.query.group
+        rename = j.output_names()
+        right_cols = list(dict.fromkeys(j.on + list(rename) + [right_group.event_time]))  # type: ignore[list-item]
+        return self._join_pit(left, j, right_group.scan(right_cols), rename)
 
     def _join_pit(self, left: pl.DataFrame, j: _Join, rlf: pl.LazyFrame, rename: dict[str, str]) -> pl.DataFrame:
         root_et = self._group.event_time
@@ -273,6 +328,21 @@ class Query:
         if restore:
             joined = joined.sort(_ROW).drop(_ROW)
         return joined.drop(_T)
+
+
+def _code(i: int) -> str:
+    return f"__hmrec_code_{i}__"
+
+
+def _miss(i: int) -> str:
+    return f"__hmrec_miss_{i}__"
+
+
+def _attach_lookup(left: pl.DataFrame, right: pl.DataFrame, i: int) -> pl.DataFrame:
+    """Add the right frame's non-key columns, gathered by the lookup code of join `i`."""
+    codes = left[_code(i)]
+    key = right.columns[0]
+    return left.with_columns(right[c].gather(codes) for c in right.columns if c != key).drop(_code(i))
 
 
 def _common_time_type(ltype: pl.DataType, rtype: pl.DataType, label: str) -> pl.DataType:
