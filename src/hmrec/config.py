@@ -77,6 +77,10 @@ class Settings(BaseSettings):
     # --- evaluation protocol (DESIGN.md section 4) ---------------------------------
     TEST_DAYS: int = 7
     VALIDATION_DAYS: int = 7
+    EVAL_BATCH_SIZE: int = Field(
+        default=20_000, gt=0,
+        description="Test customers per batch in `hmrec evaluate` (bounds memory; every system sees the same batches).",
+    )
 
     # --- two-tower retrieval (reference course names) ------------------------------
     TWO_TOWER_MODEL_EMBEDDING_SIZE: int = 16

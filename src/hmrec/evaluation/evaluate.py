@@ -35,7 +35,7 @@ from hmrec.evaluation.baselines import (
     PopularityByAgeBaseline,
     RepurchasePopularityBaseline,
 )
-from hmrec.evaluation.metrics import candidate_scores, list_scores
+from hmrec.evaluation.metrics import CandidateScores, ListScores
 from hmrec.evaluation.split import EvaluationInputError, EvaluationSplit, split_test_week
 
 #: recommend(customer_ids, k) -> {customer_id: [article_id, ...]} (best first)
@@ -44,6 +44,8 @@ RecommendFn = Callable[[Sequence[str], int], Mapping[str, Sequence[str]]]
 REPORT_FILE = "evaluate.json"
 #: Cut-offs of the Recall@K curve computed from each candidate list.
 RECALL_CURVE = (1, 5, 10, 12, 20, 50, 100)
+#: Customers per batch: bounds the lists held at once (a FULL test week has ~90k customers).
+BATCH_SIZE = 20_000
 
 
 @dataclass
@@ -118,44 +120,65 @@ def evaluate_systems(
     keep_customers: Sequence[str] = (),
     known_articles: Collection[str] | None = None,
     split: EvaluationSplit | None = None,
+    batch_size: int = BATCH_SIZE,
+    progress: Callable[..., None] | None = None,
 ) -> EvaluationResult:
     """Score every system on the customers of `actual` (customer -> articles bought in the test week).
 
-    Every system is asked for exactly the same customers (sorted). `known_articles`,
-    when given, makes any recommendation outside the catalogue an error naming the
-    system, customer and article. `keep_customers` selects whose lists are kept for
-    the report's examples.
+    Every system is asked for exactly the same customers (sorted), `batch_size` at a time:
+    for each batch, every system in turn, candidates (top `candidate_k`) before the top-k
+    lists. Metrics are summed as batches go, so no system's lists for a whole FULL test
+    week are ever held, and systems that share work (the pipeline's filter policies share
+    one retrieval) can reuse it within a batch. `known_articles`, when given, makes any
+    recommendation outside the catalogue an error naming the system, customer and
+    article. `keep_customers` selects whose lists are kept for the report's examples.
+    ``progress("evaluate", customers_done, customers_total)`` is called after each batch.
     """
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     started = time.perf_counter()
     customers = sorted(c for c, bought in actual.items() if len(bought) > 0)
-    targets = {c: actual[c] for c in customers}
     known = set(known_articles) if known_articles is not None else None
+    keep = set(keep_customers)
+    plugged = {name: as_system(obj) for name, obj in systems.items()}
+    lists = {name: ListScores(k) for name, s in plugged.items() if s.recommend is not None}
+    cands = {name: CandidateScores(candidate_k, RECALL_CURVE) for name, s in plugged.items()
+             if s.candidates is not None}
+    seconds = {name: 0.0 for name in plugged}
+    examples: dict[str, dict[str, list[str]]] = {name: {} for name in plugged} if keep else {}
+    for start in range(0, len(customers), batch_size):
+        batch = customers[start : start + batch_size]
+        targets = {c: actual[c] for c in batch}
+        kept = [c for c in batch if c in keep]
+        for name, system in plugged.items():
+            t0 = time.perf_counter()
+            top: Mapping[str, Sequence[str]] | None = None
+            if system.candidates is not None:
+                found = system.candidates(batch, candidate_k)
+                _check_lists(name, found, known)
+                cands[name].add(targets, found)
+                top = found
+            if system.recommend is not None:
+                top = system.recommend(batch, k)
+                _check_lists(name, top, known)
+                lists[name].add(targets, top)
+            for c in kept:
+                examples[name][c] = list(top.get(c, ()))[:k] if top is not None else []
+            seconds[name] += time.perf_counter() - t0
+        if progress is not None:
+            progress("evaluate", min(start + batch_size, len(customers)), len(customers))
     metrics: dict[str, dict[str, float]] = {}
-    seconds: dict[str, float] = {}
     curves: dict[str, dict[int, float]] = {}
-    examples: dict[str, dict[str, list[str]]] = {}
-    for name, obj in systems.items():
-        system = as_system(obj)
-        t0 = time.perf_counter()
-        scores: dict[str, float] = {}
-        top: Mapping[str, Sequence[str]] | None = None
-        if system.recommend is not None:
-            top = system.recommend(customers, k)
-            _check_lists(name, top, known)
-            scores.update(list_scores(targets, top, k))
-        if system.candidates is not None:
-            cands = system.candidates(customers, candidate_k)
-            _check_lists(name, cands, known)
-            cand = candidate_scores(targets, cands, candidate_k, curve=RECALL_CURVE)
+    for name in plugged:
+        scores: dict[str, float] = dict(lists[name].means()) if name in lists else {}
+        if name in cands:
+            cand = cands[name].means()
             scores[f"recall_at_{candidate_k}"] = cand[f"recall_at_{candidate_k}"]
             scores["reachable_share"] = cand["reachable_share"]
             curves[name] = {c: cand[f"recall_at_{c}"] for c in sorted({*RECALL_CURVE, candidate_k}) if c <= candidate_k}
-            if top is None:
-                top = cands
-        if top is not None and keep_customers:
-            examples[name] = {c: list(top.get(c, ()))[:k] for c in keep_customers}
         metrics[name] = scores
-        seconds[name] = time.perf_counter() - t0
+    if keep:  # in the order asked for, as before batching
+        examples = {name: {c: per.get(c, []) for c in keep_customers} for name, per in examples.items()}
     return EvaluationResult(
         metrics=metrics,
         seconds=time.perf_counter() - started,
@@ -232,6 +255,8 @@ def run_evaluation(
     candidate_k: int = 100,
     n_examples: int = 3,
     als_params: Mapping[str, Any] | None = None,
+    batch_size: int = BATCH_SIZE,
+    progress: Callable[..., None] | None = None,
 ) -> tuple[EvaluationSplit, EvaluationResult]:
     """Split, fit the baselines, score them and `extra_systems` side by side, write evaluate.json.
 
@@ -250,6 +275,8 @@ def run_evaluation(
         keep_customers=pick_examples(split, n_examples, seed),
         known_articles=set(articles["article_id"].to_list()),
         split=split,
+        batch_size=batch_size,
+        progress=progress,
     )
     result.seconds = time.perf_counter() - started
     if reports_dir is not None:

@@ -18,8 +18,6 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 
-import numpy as np
-
 from hmrec.ranking.metrics import average_precision_at_k, ndcg_at_k
 
 
@@ -31,6 +29,34 @@ def recall_at_k(actual: Iterable, predicted: Sequence, k: int) -> float:
     return len(relevant.intersection(list(predicted)[:k])) / len(relevant)
 
 
+class ListScores:
+    """Running sums of MAP@k, Recall@k and NDCG@k, so customers can be scored batch by batch
+    (a FULL test week's lists need not be held at once); `means()` is `list_scores` of all."""
+
+    def __init__(self, k: int = 12) -> None:
+        self.k = k
+        self.n = 0
+        self.sums = [0.0, 0.0, 0.0]
+
+    def add(self, actual: Mapping[str, Iterable], predicted: Mapping[str, Sequence]) -> None:
+        """Score the customers of `actual` (those with no purchase are skipped)."""
+        k = self.k
+        for customer, bought in actual.items():
+            relevant = set(bought)
+            if not relevant:
+                continue
+            ranked = list(predicted.get(customer, ()))[:k]
+            self.n += 1
+            self.sums[0] += average_precision_at_k(relevant, ranked, k)
+            self.sums[1] += recall_at_k(relevant, ranked, k)
+            self.sums[2] += ndcg_at_k(relevant, ranked, k)
+
+    def means(self) -> dict[str, float]:
+        n, k = self.n, self.k
+        ap, rec, ndcg = (x / n if n else 0.0 for x in self.sums)
+        return {f"map_at_{k}": ap, f"recall_at_{k}": rec, f"ndcg_at_{k}": ndcg}
+
+
 def list_scores(
     actual: Mapping[str, Iterable],
     predicted: Mapping[str, Sequence],
@@ -40,19 +66,39 @@ def list_scores(
 
     A customer missing from `predicted` scores 0 on all three (the system failed them).
     """
-    aps: list[float] = []
-    recalls: list[float] = []
-    ndcgs: list[float] = []
-    for customer, bought in actual.items():
-        relevant = set(bought)
-        if not relevant:
-            continue
-        ranked = list(predicted.get(customer, ()))[:k]
-        aps.append(average_precision_at_k(relevant, ranked, k))
-        recalls.append(recall_at_k(relevant, ranked, k))
-        ndcgs.append(ndcg_at_k(relevant, ranked, k))
-    mean = (lambda xs: float(np.mean(xs)) if xs else 0.0)
-    return {f"map_at_{k}": mean(aps), f"recall_at_{k}": mean(recalls), f"ndcg_at_{k}": mean(ndcgs)}
+    scores = ListScores(k)
+    scores.add(actual, predicted)
+    return scores.means()
+
+
+class CandidateScores:
+    """Running sums of candidate Recall@K (per customer, at every cut-off) and of the pooled
+    reachable share; `means()` is `candidate_scores` of all customers added."""
+
+    def __init__(self, k: int = 100, curve: Sequence[int] = ()) -> None:
+        self.k = k
+        self.cutoffs = sorted({*(c for c in curve if 0 < c <= k), k})
+        self.n = 0
+        self.recall_sums = {c: 0.0 for c in self.cutoffs}
+        self.reached = 0
+        self.total = 0
+
+    def add(self, actual: Mapping[str, Iterable], candidates: Mapping[str, Sequence]) -> None:
+        for customer, bought in actual.items():
+            relevant = set(bought)
+            if not relevant:
+                continue
+            listed = list(candidates.get(customer, ()))[: self.k]
+            self.n += 1
+            for c in self.cutoffs:
+                self.recall_sums[c] += len(relevant.intersection(listed[:c])) / len(relevant)
+            self.reached += len(relevant.intersection(listed))
+            self.total += len(relevant)
+
+    def means(self) -> dict[str, float]:
+        out = {f"recall_at_{c}": (v / self.n if self.n else 0.0) for c, v in self.recall_sums.items()}
+        out["reachable_share"] = self.reached / self.total if self.total else 0.0
+        return out
 
 
 def candidate_scores(
@@ -65,19 +111,6 @@ def candidate_scores(
 
     `curve` adds ``recall_at_{K}`` for further cut-offs K <= k (for Recall@K plots).
     """
-    cutoffs = sorted({*(c for c in curve if 0 < c <= k), k})
-    recalls: dict[int, list[float]] = {c: [] for c in cutoffs}
-    reached = 0
-    total = 0
-    for customer, bought in actual.items():
-        relevant = set(bought)
-        if not relevant:
-            continue
-        listed = list(candidates.get(customer, ()))[:k]
-        for c in cutoffs:
-            recalls[c].append(len(relevant.intersection(listed[:c])) / len(relevant))
-        reached += len(relevant.intersection(listed))
-        total += len(relevant)
-    out = {f"recall_at_{c}": float(np.mean(v)) if v else 0.0 for c, v in recalls.items()}
-    out["reachable_share"] = reached / total if total else 0.0
-    return out
+    scores = CandidateScores(k, curve)
+    scores.add(actual, candidates)
+    return scores.means()
