@@ -3,6 +3,7 @@ on a tiny trained home: same articles, same scores, before and after new purchas
 
 from __future__ import annotations
 
+import copy
 import datetime as dt
 
 import numpy as np
@@ -171,3 +172,20 @@ def test_a_customer_with_purchases_but_no_attributes(parts):
     assert not one.cold_start and art not in one.article_ids and articles["article_id"][1] not in one.article_ids
     assert rec.purchase_days(ghost) == [day - dt.timedelta(days=3), day]
     _assert_same(rec.recommend_batch([ghost], at, k=12), [one])
+
+
+def test_the_retrieval_stage_counts_added_purchases_through_its_public_hook(parts):
+    settings, stage, *_ = parts
+    mine = copy.copy(stage)  # what the recommender does: the loaded stage stays as it was
+    at = stage.history["t_dat"].max() + dt.timedelta(days=1)
+    before = mine.popular(at)
+    assert before, "the stage must have a popularity source"
+    newcomer = next(a for a in stage.index.article_ids.to_list() if a not in before)
+    mine.add_purchases(pl.DataFrame({"t_dat": [at - dt.timedelta(days=1)] * 500,
+                                     "customer_id": ["b" * 64] * 500, "article_id": [newcomer] * 500}))
+    assert mine.popular(at)[0] == newcomer
+    assert stage.popular(at) == before
+    assert mine.history.height == stage.history.height + 500
+    mine.add_purchases(pl.DataFrame({"t_dat": [], "customer_id": [], "article_id": []},
+                                    schema={"t_dat": pl.Date, "customer_id": pl.String, "article_id": pl.String}))
+    assert mine.history.height == stage.history.height + 500

@@ -68,6 +68,18 @@ class RetrievalStage:
         # prior on the item side and a constant 1 on the query side.
         self.has_prior = model.prior is not None
 
+    def add_purchases(self, rows: pl.DataFrame) -> None:
+        """Count purchases that arrived after the store was read (t_dat, article_id; other
+        columns ignored): the best sellers and the popularity prior of later days see them.
+        A stage built without a history has nothing to update."""
+        if self.history is None or rows.height == 0:
+            return
+        new = rows.select(pl.col("t_dat").cast(self.history.schema["t_dat"]),
+                          pl.col("article_id").cast(self.history.schema["article_id"]))
+        self.history = pl.concat([self.history, new])
+        self._popular = {}  # per-day caches computed from the old history
+        self._dated_index = None
+
     def _index_for(self, as_of: date) -> CandidateIndex:
         """The index with the model's popularity prior refreshed as of the day before `as_of`
         (only sales before the request day count), so the score is taste + what sells now."""

@@ -13,8 +13,10 @@ facts indexed for one customer at a time:
 * article sales in the 7/28 days before a day, per day asked (kept up to date as
   purchases arrive).
 
-``features`` computes, for one customer and a list of candidate articles, the same
-values ``feature_rows`` does; the tests hold the two paths to equal scores.
+``features_many`` computes, for several customers and their candidate articles, the
+same values ``feature_rows`` does (one vectorised pass over the block: a micro-batch
+of requests pays NumPy's per-call costs once); ``features`` is its one-customer case.
+The tests hold the two paths to equal values and scores.
 """
 
 from __future__ import annotations
@@ -37,10 +39,41 @@ from hmrec.ranking import (
 )
 from hmrec.ranking.model import MISSING_CATEGORY, RankingModel
 
+try:  # the ranker's list-position features, in hmrec.ranking.dataset once that change is in
+    from hmrec.ranking.dataset import LIST_FEATURES, list_features_of
+except ImportError:  # pragma: no cover - a ranking package without them
+    LIST_FEATURES: tuple[str, ...] = ()
+    list_features_of = None
+
 _EPOCH = dt.date(1970, 1, 1)
 _CONTEXT = ("month_sin", "month_cos")
 #: Days whose article sales are kept (a service asks for one or two days at a time).
 _SALES_CACHE = 8
+
+
+#: "Never bought" in the last-day arrays of _per_owner.
+_NEVER = np.iinfo(np.int64).min
+
+
+def _per_owner(h_owner: np.ndarray, h_key: np.ndarray, h_day: np.ndarray, c_owner: np.ndarray,
+               c_key: np.ndarray, n_keys: int) -> tuple[np.ndarray, np.ndarray]:
+    """For each candidate (owner, key): how many of the owner's purchases have that key,
+    and the last day of them (_NEVER if none). Keys are small non-negative codes."""
+    count = np.zeros(len(c_key), dtype=np.int64)
+    last = np.full(len(c_key), _NEVER, dtype=np.int64)
+    if len(h_key) == 0 or len(c_key) == 0:
+        return count, last
+    h = h_owner * n_keys + h_key
+    uniq, inv = np.unique(h, return_inverse=True)
+    n = np.bincount(inv, minlength=len(uniq))
+    latest = np.full(len(uniq), _NEVER, dtype=np.int64)
+    np.maximum.at(latest, inv, h_day.astype(np.int64))
+    c = c_owner * n_keys + np.where(c_key >= 0, c_key, 0)
+    pos = np.minimum(np.searchsorted(uniq, c), len(uniq) - 1)
+    hit = (uniq[pos] == c) & (c_key >= 0)
+    count[hit] = n[pos[hit]]
+    last[hit] = latest[pos[hit]]
+    return count, last
 
 
 def day_number(day: dt.date) -> int:
@@ -89,7 +122,8 @@ class OnlineLookups:
         self.model = ranker.model_
         cust_cols = [c for c in CUSTOMER_FEATURES if c in customers.columns]
         art_cols = [c for c in ARTICLE_FEATURES if c in articles.columns]
-        known = set(_CONTEXT) | set(cust_cols) | set(art_cols) | set(INTERACTION_FEATURES) | {TWO_TOWER_SCORE}
+        known = (set(_CONTEXT) | set(cust_cols) | set(art_cols) | set(INTERACTION_FEATURES) | {TWO_TOWER_SCORE}
+                 | set(LIST_FEATURES))
         unknown = [c for c in names if c not in known]
         if unknown:
             raise UnsupportedModel(f"ranking features {unknown} have no single-request definition")
@@ -217,68 +251,89 @@ class OnlineLookups:
                  pair_scores: np.ndarray | None = None) -> FeaturesData:
         """The ranker's inputs for one customer's candidates (article rows), as of `at`;
         `pair_scores`: the two-tower score of each candidate (the retrieval's score_pairs)."""
-        at_n = day_number(at)
-        d, a = self.history_of(customer_id)
-        past = d < at_n
-        d, a = d[past], a[past]
-        total = len(a)
-        art_n: dict[int, int] = {}
-        art_last: dict[int, int] = {}
-        prod_n: dict[int, int] = {}
-        prod_last: dict[int, int] = {}
-        idx_n: dict[int, int] = {}
-        gar_n: dict[int, int] = {}
-        for day, row in zip(d.tolist(), a.tolist()):
-            if row < 0:
-                continue
-            art_n[row] = art_n.get(row, 0) + 1
-            if day > art_last.get(row, -10**9):
-                art_last[row] = day
-            p = int(self.art_product[row])
-            if p >= 0:
-                prod_n[p] = prod_n.get(p, 0) + 1
-                if day > prod_last.get(p, -10**9):
-                    prod_last[p] = day
-            g = int(self.art_index_group[row])
-            if g >= 0:
-                idx_n[g] = idx_n.get(g, 0) + 1
-            g = int(self.art_garment[row])
-            if g >= 0:
-                gar_n[g] = gar_n.get(g, 0) + 1
+        return self.features_many([customer_id], at, [cand_rows], pair_scores)
 
-        rows = cand_rows.tolist()
-        prods = self.art_product[cand_rows].tolist()
-        igs = self.art_index_group[cand_rows].tolist()
-        gars = self.art_garment[cand_rows].tolist()
+    def features_many(self, customer_ids: list[str], at: dt.date, cand_rows: list[np.ndarray],
+                      pair_scores: np.ndarray | None = None) -> FeaturesData:
+        """The ranker's inputs for several customers' candidates at once (rows: the first
+        customer's candidates, then the next one's, ...), vectorised over the whole block:
+        a micro-batch pays NumPy's per-call cost once, not once per customer.
+        `pair_scores`: one per row, in the same order."""
+        at_n = day_number(at)
+        n_cust = len(customer_ids)
+        sizes = np.fromiter((len(r) for r in cand_rows), dtype=np.int64, count=n_cust)
+        rows = np.concatenate(cand_rows).astype(np.int64) if n_cust else np.zeros(0, np.int64)
+        owner = np.repeat(np.arange(n_cust, dtype=np.int64), sizes)  # customer of each row
+
+        # the customers' purchases before `at` (catalogue articles only), tagged by customer
+        totals = np.zeros(n_cust, dtype=np.int64)  # every purchase counts towards the total
+        h_days, h_rows, h_owner = [], [], []
+        for i, c in enumerate(customer_ids):
+            d, a = self.history_of(c)
+            past = d < at_n
+            totals[i] = int(past.sum())
+            keep = past & (a >= 0)
+            h_days.append(d[keep])
+            h_rows.append(a[keep].astype(np.int64))
+            h_owner.append(np.full(int(keep.sum()), i, dtype=np.int64))
+        hd = np.concatenate(h_days) if h_days else np.zeros(0, np.int32)
+        ha = np.concatenate(h_rows) if h_rows else np.zeros(0, np.int64)
+        ho = np.concatenate(h_owner) if h_owner else np.zeros(0, np.int64)
+
+        art_n, art_last = _per_owner(ho, ha, hd, owner, rows, self.n_articles + 1)
+        h_prod, c_prod = self.art_product[ha].astype(np.int64), self.art_product[rows].astype(np.int64)
+        ok = h_prod >= 0
+        prod_n, prod_last = _per_owner(ho[ok], h_prod[ok], hd[ok], owner, c_prod, len(self.art_product))
+        prod_n[c_prod < 0] = 0
+        prod_last[c_prod < 0] = _NEVER
+        tot = totals[owner]
+        shares = []
+        for codes in (self.art_index_group, self.art_garment):
+            h_g, c_g = codes[ha].astype(np.int64), codes[rows].astype(np.int64)
+            ok = h_g >= 0
+            n, _ = _per_owner(ho[ok], h_g[ok], hd[ok], owner, c_g, len(codes))
+            share = np.zeros(len(rows), dtype=np.float64)
+            has = (tot > 0) & (c_g >= 0)
+            share[has] = n[has] / tot[has]
+            shares.append(share.astype(np.float32))
+
         s7, s28 = self.sales(at_n)
-        cols: dict[str, np.ndarray] = {
-            "customer_article_purchases": np.array([art_n.get(r, 0) for r in rows], np.float32),
-            "customer_product_purchases": np.array([prod_n.get(p, 0) if p >= 0 else 0 for p in prods], np.float32),
-            "days_since_article_purchase": np.array(
-                [at_n - art_last[r] if r in art_last else DAYS_SINCE_NEVER for r in rows], np.float32),
-            "days_since_product_purchase": np.array(
-                [at_n - prod_last[p] if p in prod_last else DAYS_SINCE_NEVER for p in prods], np.float32),
-            "customer_total_purchases": total,
-            "customer_index_group_share": np.array(
-                [idx_n.get(g, 0) / total if total > 0 and g >= 0 else 0.0 for g in igs], np.float32),
-            "customer_garment_group_share": np.array(
-                [gar_n.get(g, 0) / total if total > 0 and g >= 0 else 0.0 for g in gars], np.float32),
-            "article_sales_7d": s7[cand_rows].astype(np.float32),
-            "article_sales_28d": s28[cand_rows].astype(np.float32),
+        cols: dict[str, np.ndarray | float] = {
+            "customer_article_purchases": art_n.astype(np.float32),
+            "customer_product_purchases": prod_n.astype(np.float32),
+            "days_since_article_purchase": np.where(art_last == _NEVER, DAYS_SINCE_NEVER,
+                                                    at_n - art_last).astype(np.float32),
+            "days_since_product_purchase": np.where(prod_last == _NEVER, DAYS_SINCE_NEVER,
+                                                    at_n - prod_last).astype(np.float32),
+            "customer_total_purchases": tot.astype(np.float32),
+            "customer_index_group_share": shares[0],
+            "customer_garment_group_share": shares[1],
+            "article_sales_7d": s7[rows].astype(np.float32),
+            "article_sales_28d": s28[rows].astype(np.float32),
         }
-        if TWO_TOWER_SCORE in self.num_names:
+        needs_list = any(c in self.num_names for c in LIST_FEATURES)
+        if TWO_TOWER_SCORE in self.num_names or needs_list:
             if pair_scores is None:
                 raise ValueError(f"the ranking model needs {TWO_TOWER_SCORE}: pass pair_scores")
             cols[TWO_TOWER_SCORE] = np.asarray(pair_scores, dtype=np.float32)
+        if needs_list:  # each customer's place in their own candidate list
+            bounds = np.concatenate([[0], np.cumsum(sizes)])
+            for c in LIST_FEATURES:
+                cols[c] = np.empty(len(rows), dtype=np.float32)
+            for i in range(n_cust):
+                part = slice(int(bounds[i]), int(bounds[i + 1]))
+                for c, values in list_features_of(cols[TWO_TOWER_SCORE][part]).items():
+                    cols[c][part] = values
         cols["month_sin"] = month_sin(at)
         cols["month_cos"] = month_cos(at)
-        crow = self.codes.get(customer_id, -1)  # -1: the all-null row
+        crow = np.fromiter((self.codes.get(c, -1) for c in customer_ids), dtype=np.int64,
+                           count=n_cust)[owner]  # -1: the all-null row
         for c, j in self._cust_num_pos.items():
             cols[c] = self.cust_num[crow, j]
-        num = self._num_rows[cand_rows]
+        num = self._num_rows[rows]
         for j, c in self._request_num_cols:
             num[:, j] = cols[c]
-        cat = self._cat_rows[cand_rows]
+        cat = self._cat_rows[rows]
         for j, k in self._cust_cat_cols:
             cat[:, j] = self.cust_cat[crow, k]
         return FeaturesData(num_feature_data=num, cat_feature_data=cat,

@@ -57,6 +57,22 @@ POPULARITY_DAYS = 7
 EMBEDDING_TABLES = 4
 
 
+#: Queries per FAISS search in a micro-batch. FAISS scores fewer than 20 queries one by one
+#: (the kernel a single request uses) and more with one BLAS matrix product, which rounds
+#: differently; chunks below that keep a batched answer bit-identical to a single one.
+FAISS_CHUNK = 16
+
+
+@dataclass(frozen=True)
+class RecommendationRequest:
+    """One GET /recommendations: a customer, a day, how many, and an age for cold start."""
+
+    customer_id: str
+    at: dt.date
+    k: int = 12
+    age: float | None = None
+
+
 @dataclass
 class Recommendation:
     """One customer's answer: ordered articles with scores and where each came from."""
@@ -205,18 +221,8 @@ class FourStageRecommender:
             newest = rows["t_dat"].max()
             if self._last_day is None or (newest is not None and newest > self._last_day):
                 self._last_day = newest
-            self._tell_retrieval(rows)
-
-    def _tell_retrieval(self, rows: pl.DataFrame) -> None:
-        """The retrieval stage's best sellers (and popularity prior) count the same purchases."""
-        stage = self.retrieval
-        if hasattr(stage, "add_purchases"):
-            stage.add_purchases(rows)
-        elif getattr(stage, "history", None) is not None:
-            stage.history = pl.concat([stage.history, rows.select(stage.history.columns)])
-            stage._popular = {}  # per-day caches computed from the old history
-            if hasattr(stage, "_dated_index"):
-                stage._dated_index = None
+            # the retrieval stage's best sellers (and popularity prior) count them too
+            self.retrieval.add_purchases(rows)
 
     def purchase_days(self, customer_id: str) -> list[dt.date]:
         """Days of every purchase row of a customer (store + added), oldest first."""
@@ -364,6 +370,81 @@ class FourStageRecommender:
         scores = lookups.predict(lookups.features(customer_id, at, rows, pair_scores))
         order = _top_k(scores, cands, k)
         return self._answer(customer_id, [cands[i] for i in order], [float(scores[i]) for i in order], at, k, ages)
+
+    def recommend_many(self, requests: Sequence[RecommendationRequest]) -> list[Recommendation | Exception]:
+        """Answers to concurrent single requests, computed together: one retrieval call per
+        day (FAISS in chunks of FAISS_CHUNK), one pair-score call and ONE CatBoost call for
+        all candidates, so the per-call overhead (mostly CatBoost's Pool) is paid once per
+        batch instead of once per request. Each answer equals ``recommend`` of its request
+        exactly; a request that fails gets its exception in its place, the others their
+        answers. Thread-safe."""
+        out: list[Recommendation | Exception | None] = [None] * len(requests)
+        with self._lock:
+            lookups = self._ready_lookups()
+            warm: list[int] = []
+            for i, r in enumerate(requests):
+                if r.k < 1 or lookups is None or not self._is_known(r.customer_id):
+                    out[i] = self._one_or_error(r)  # errors, cold starts, the batch-path fallback
+                else:
+                    warm.append(i)
+            if warm:
+                try:
+                    ranked = self._rank_together([requests[i] for i in warm], lookups)
+                    for i in warm:
+                        r = requests[i]
+                        cands, scores = ranked[(r.customer_id, r.at)]
+                        out[i] = self._ordered(r, cands, scores)
+                except Exception:  # noqa: BLE001 - isolate the culprit: answer one by one
+                    for i in warm:
+                        out[i] = self._one_or_error(requests[i])
+        return out  # type: ignore[return-value]
+
+    def _one_or_error(self, r: RecommendationRequest) -> Recommendation | Exception:
+        try:
+            if r.k < 1:
+                raise ValueError(f"k must be >= 1, got {r.k}")
+            return self._recommend_one(r.customer_id, r.at, r.k, r.age)
+        except Exception as exc:  # noqa: BLE001 - handed back in the request's place
+            return exc
+
+    def _rank_together(self, requests: Sequence[RecommendationRequest], lookups: OnlineLookups
+                       ) -> dict[tuple[str, dt.date], tuple[list[str], np.ndarray]]:
+        """Stages 1-3 for every distinct (customer, day): candidates and their scores."""
+        by_day: dict[dt.date, list[str]] = {}
+        for r in requests:
+            by_day.setdefault(r.at, [])
+            if r.customer_id not in by_day[r.at]:
+                by_day[r.at].append(r.customer_id)
+        out: dict[tuple[str, dt.date], tuple[list[str], np.ndarray]] = {}
+        for at, customers in by_day.items():
+            found: dict[str, list[tuple[str, float]]] = {}
+            for start in range(0, len(customers), FAISS_CHUNK):
+                found.update(self.retrieval(customers[start:start + FAISS_CHUNK], at, self.retrieval_k))
+            cands = {c: self._filter_one(c, [a for a, _ in found.get(c, [])], at, lookups) for c in customers}
+            for c in customers:
+                if not cands[c]:
+                    out[(c, at)] = ([], np.zeros(0))
+            ranked = [c for c in customers if cands[c]]
+            if not ranked:
+                continue
+            flat_c = [c for c in ranked for _ in cands[c]]
+            flat_a = [a for c in ranked for a in cands[c]]
+            rows = np.fromiter((lookups.article_row.get(a, -1) for a in flat_a), dtype=np.int64, count=len(flat_a))
+            sizes = np.cumsum([len(cands[c]) for c in ranked])[:-1]
+            feats = lookups.features_many(ranked, at, np.split(rows, sizes),
+                                          self.retrieval.score_pairs(flat_c, flat_a, at))
+            for c, sc in zip(ranked, np.split(lookups.predict(feats), sizes)):
+                out[(c, at)] = (cands[c], sc)
+        return out
+
+    def _ordered(self, r: RecommendationRequest, cands: list[str], scores: np.ndarray) -> Recommendation:
+        """Stage 4 for one request: its top k of the scored candidates, padded."""
+        ages = None if r.age is None else {r.customer_id: r.age}
+        if not cands:
+            return self._answer(r.customer_id, [], [], r.at, r.k, ages)
+        order = _top_k(scores, cands, r.k)
+        return self._answer(r.customer_id, [cands[i] for i in order], [float(scores[i]) for i in order],
+                            r.at, r.k, ages)
 
     def _filter_one(self, customer_id: str, cands: list[str], at: dt.date, lookups: OnlineLookups) -> list[str]:
         """Stage 2 for one customer (the same rules as _filter)."""
