@@ -175,7 +175,7 @@ def test_a_customer_with_purchases_but_no_attributes(parts):
 
 
 def test_the_retrieval_stage_counts_added_purchases_through_its_public_hook(parts):
-    settings, stage, *_ = parts
+    stage = parts[1]
     mine = copy.copy(stage)  # what the recommender does: the loaded stage stays as it was
     at = stage.history["t_dat"].max() + dt.timedelta(days=1)
     before = mine.popular(at)

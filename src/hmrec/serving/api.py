@@ -54,6 +54,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from hmrec.config import Settings
 from hmrec.serving import schemas
+from hmrec.serving.batching import MicroBatcher
 from hmrec.serving.events import (
     Event,
     EventLog,
@@ -61,8 +62,11 @@ from hmrec.serving.events import (
     ingested_seq,
     purchases_frame,
 )
-from hmrec.serving.batching import MicroBatcher
-from hmrec.serving.recommender import FourStageRecommender, Recommendation, RecommendationRequest
+from hmrec.serving.recommender import (
+    FourStageRecommender,
+    Recommendation,
+    RecommendationRequest,
+)
 from hmrec.store.online import OnlineStore
 
 log = logging.getLogger("hmrec.serving")
