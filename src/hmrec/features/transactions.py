@@ -9,6 +9,7 @@ same file again upserts onto the same rows instead of duplicating them.
 
 from __future__ import annotations
 
+import numpy as np
 import polars as pl
 
 from hmrec.features.on_demand import month_cos, month_sin
@@ -54,7 +55,7 @@ KEY_TRIPLE = ["t_dat", "customer_id", "article_id"]
 def line_numbers(transactions: pl.DataFrame) -> pl.Series:
     """0-based ordinal of each row among rows with the same (t_dat, customer_id, article_id).
 
-    Cheap at 31.8M rows: rows are grouped by ONE 64-bit integer per row instead of
+    Cheap at 31.8M rows: rows are ordered by ONE 64-bit integer per row instead of
     three columns (a window over the string columns needs twice the memory). With
     customer_idx/article_idx present (hmrec.features.ids.attach_codes) the integer
     packs (customer, article, day) exactly. Without them it is a hash of the triple,
@@ -74,9 +75,7 @@ def line_numbers(transactions: pl.DataFrame) -> pl.Series:
             day - day0
         )
         if (int(transactions["customer_idx"].max()) + 1) * n_art * n_days < 2**62:
-            return transactions.select(
-                pl.int_range(pl.len(), dtype=pl.UInt32).over(key).alias("line_no")
-            ).to_series()
+            return _ordinals_by_sorting(transactions.select(key.alias("k")).to_series())
     h = transactions.select(
         pl.col("customer_id").hash(seed=1) ^ pl.col("article_id").hash(seed=2) ^ pl.col("t_dat").hash(seed=3)
     ).to_series()
@@ -93,6 +92,24 @@ def line_numbers(transactions: pl.DataFrame) -> pl.Series:
         .to_series()
     )
     return line_no.scatter(rows, ordinal)
+
+
+def _ordinals_by_sorting(key: pl.Series) -> pl.Series:
+    """0-based ordinal of each row among the rows with the same key, in row order.
+
+    A stable sort of (key, row number) puts each key's rows together in row order; the
+    ordinal is then the position within the run. About 6x faster than a window
+    (`int_range().over(key)`) at 31.8M rows, which builds a hash table of every key.
+    """
+    n = key.len()
+    ordered = key.to_frame("k").with_row_index("i").sort("k", maintain_order=True)
+    k = ordered["k"].to_numpy()
+    pos = np.arange(n, dtype=np.int64 if n >= 2**31 else np.int32)
+    run_start = np.maximum.accumulate(np.where(np.concatenate([[True], k[1:] != k[:-1]]), pos, 0))
+    del k
+    out = np.empty(n, dtype=np.uint32)
+    out[ordered["i"].to_numpy()] = pos - run_start
+    return pl.Series("line_no", out, dtype=pl.UInt32)
 
 
 def build_transactions(transactions: pl.DataFrame | pl.LazyFrame) -> pl.DataFrame:
