@@ -16,12 +16,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import resource
 import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -37,6 +39,49 @@ def _peak_rss_mb() -> float:
 def _cpu_s() -> float:
     r = resource.getrusage(resource.RUSAGE_SELF)
     return r.ru_utime + r.ru_stime
+
+
+class RssSampler:
+    """Samples this process's RSS every `interval` s, so the peak of each stage can be told apart
+    (ru_maxrss only gives the peak so far). Samples are (seconds since start, MB)."""
+
+    def __init__(self, interval: float = 0.05):
+        self.interval = interval
+        self.samples: list[tuple[float, float]] = []
+        self._stop = threading.Event()
+        self._proc = psutil.Process()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._t0 = time.perf_counter()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.samples.append((time.perf_counter() - self._t0, self._proc.memory_info().rss / 2**20))
+            self._stop.wait(self.interval)
+
+    def start(self) -> "RssSampler":
+        self._t0 = time.perf_counter()
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def peak_between(self, start: float, end: float) -> float:
+        pad = self.interval  # a stage shorter than one interval still gets its nearest sample
+        inside = [mb for t, mb in self.samples if start - pad <= t <= end + pad]
+        return round(max(inside), 0) if inside else 0.0
+
+
+def _stage_peaks(sampler: RssSampler, stage_seconds: dict[str, float], offset: float = 0.0) -> dict[str, float]:
+    """Peak sampled RSS (MB) inside each stage; stages are consecutive laps from `offset`."""
+    out, t = {}, offset
+    for name, sec in stage_seconds.items():
+        if name == "total":
+            continue
+        out[name] = sampler.peak_between(t, t + sec)
+        t += sec
+    return out
 
 
 def _generate(out_dir: Path, size: str, seed: int) -> None:
@@ -65,6 +110,7 @@ def main() -> None:
     from hmrec.pipelines.features import run_feature_pipeline
     from hmrec.store import FeatureStore
 
+    load_before = round(os.getloadavg()[0], 2)
     work = Path(tempfile.mkdtemp(prefix="hmrec_bench_features_"))
     try:
         data_dir = args.data_dir
@@ -81,6 +127,7 @@ def main() -> None:
             print(f"  [{time.perf_counter() - t0:7.1f} s, peak {_peak_rss_mb():7.0f} MB] {task} {done}/{total}",
                   flush=True)
 
+        sampler = RssSampler().start()
         t0 = time.perf_counter()
         summary = run_feature_pipeline(settings, progress=progress, write_report=False)
         pipeline_s = time.perf_counter() - t0
@@ -93,6 +140,10 @@ def main() -> None:
         rows = td.height
         del td
         total_s = time.perf_counter() - t0
+        sampler.stop()
+        offset = t0 - sampler._t0
+        stage_peaks = _stage_peaks(sampler, summary.seconds, offset)
+        stage_peaks["training data"] = sampler.peak_between(offset + pipeline_s, offset + total_s)
 
         result = {
             "label": label,
@@ -101,12 +152,14 @@ def main() -> None:
             "training_rows": rows,
             "pipeline_seconds": round(pipeline_s, 2),
             "pipeline_stage_seconds": summary.seconds,
+            "stage_peak_rss_mb": stage_peaks,
             "training_data_seconds": round(training_s, 2),
             "total_seconds": round(total_s, 2),
             "cpu_seconds": round(_cpu_s(), 1),
             "pipeline_peak_rss_mb": round(pipeline_peak),
             "peak_rss_mb": round(_peak_rss_mb()),
             "target": "FULL: < 600 s and < 8192 MB",
+            "loadavg_1min_before": load_before,
             "machine": {"cpus": psutil.cpu_count(), "ram_gb": round(psutil.virtual_memory().total / 2**30, 1),
                         "python": platform.python_version()},
         }
