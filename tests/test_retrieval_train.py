@@ -119,3 +119,30 @@ def test_settings_map_onto_the_training_config():
     assert (cfg.patience, cfg.batching, cfg.popularity_prior_days, cfg.prior_smoothing) == (2, "shuffle", 14, 0.5)
     assert (cfg.num_threads, cfg.step_threads) == (2, 1)
     assert TwoTowerConfig.from_settings(Settings(TWO_TOWER_EARLY_STOPPING_PATIENCE=None)).patience is None
+
+
+def test_checkpoints_inside_long_epochs_select_the_model_and_stop_early(data):
+    """eval_every_rows adds model-selection points inside an epoch (what FULL-size epochs need)."""
+    train_df, val_df, articles = data
+    cfg = TwoTowerConfig(**{**CFG.__dict__, "num_epochs": 3, "eval_every_rows": 1024, "patience": None})
+    res = train(train_df, val_df, articles, cfg)
+    per_epoch = -(-train_df.height // 256)  # batches per epoch
+    mids = (per_epoch - 1) // 4  # a checkpoint after every 4 batches, not after the last one
+    assert len(res.checkpoints) == 3 * (mids + 1)
+    rows = [c["rows"] for c in res.checkpoints]
+    assert rows == sorted(rows) and rows[0] == 1024 and rows[-1] == 3 * train_df.height
+    assert [e.rows for e in res.history] == [train_df.height] * 3
+    values = [c["top_100_accuracy"] for c in res.checkpoints]
+    best = values.index(max(values))
+    assert [c["best"] for c in res.checkpoints].count(True) >= 1 and res.checkpoints[best]["best"]
+    # the returned weights are those of the best checkpoint, wherever it fell
+    assert res.metrics["two_tower"]["top_100_accuracy"] == pytest.approx(values[best])
+    assert res.best_epoch == res.checkpoints[best]["epoch"]
+
+    # patience counts checkpoints: training stops mid-epoch, 2 points after the best one
+    stopped = train(train_df, val_df, articles, TwoTowerConfig(**{**cfg.__dict__, "patience": 2}))
+    last = stopped.checkpoints[-1]
+    flags = [c["best"] for c in stopped.checkpoints]
+    assert flags[-2:] == [False, False] and True not in flags[len(flags) - 2 :]
+    assert stopped.checkpoints == res.checkpoints[: len(stopped.checkpoints)]
+    assert sum(e.rows for e in stopped.history) == last["rows"] or last["rows"] % train_df.height == 0

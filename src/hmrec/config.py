@@ -98,6 +98,10 @@ class Settings(BaseSettings):
         default=3,
         description="Stop after this many epochs without a better validation top-K accuracy (None: run all epochs).",
     )
+    TWO_TOWER_EVAL_EVERY_ROWS: int | None = Field(
+        default=4_000_000,
+        description="Inside longer epochs, also check validation (and early stopping) after every this many rows.",
+    )
     TWO_TOWER_BATCHING: str = Field(
         default="time_local",
         description="'time_local': batches of neighbouring days; 'shuffle': uniform batches (the reference).",

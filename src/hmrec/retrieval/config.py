@@ -40,7 +40,13 @@ class TwoTowerConfig:
       customers with about this many rows when the window is larger (None: all rows);
       the final metrics always use the whole window.
     restore_best: end with the weights of the best validation epoch.
-    patience: stop after this many epochs without improving the best metric (None: never).
+    patience: stop after this many model-selection points (epochs, and the checkpoints of
+      eval_every_rows) without improving the best metric (None: never).
+    eval_every_rows: inside an epoch longer than this many training rows, also select the
+      model (validation metric on the epoch_eval_rows sample, patience, best weights) after
+      every this many rows. At full H&M size one epoch is 31.8M rows and the validation
+      metric peaks within the first epoch, so whole-epoch checkpoints would train for
+      epochs past the best model; on small data epochs are shorter and nothing changes.
     batching: "time_local" (default): every batch holds purchases of neighbouring days, so
       in-batch negatives are articles on sale at the same time (rows are ordered by day,
       each epoch cuts them at a random offset and shuffles the order of the batches);
@@ -71,6 +77,7 @@ class TwoTowerConfig:
     best_metric: str = "top_100_accuracy"
     restore_best: bool = True
     patience: int | None = None
+    eval_every_rows: int | None = 4_000_000
     top_k: tuple[int, ...] = TOP_K
     customer_k: tuple[int, ...] = CUSTOMER_K
     loss_chunk: int = 256
@@ -120,6 +127,7 @@ class TwoTowerConfig:
             remove_accidental_hits=bool(s.TWO_TOWER_REMOVE_ACCIDENTAL_HITS),
             fast_matmul=bool(s.TWO_TOWER_FAST_MATMUL),
             patience=getattr(s, "TWO_TOWER_EARLY_STOPPING_PATIENCE", None),
+            eval_every_rows=getattr(s, "TWO_TOWER_EVAL_EVERY_ROWS", 4_000_000),
             batching=str(getattr(s, "TWO_TOWER_BATCHING", "time_local")),
             popularity_prior_days=getattr(s, "TWO_TOWER_POPULARITY_PRIOR_DAYS", 7),
             prior_smoothing=float(getattr(s, "TWO_TOWER_PRIOR_SMOOTHING", 0.1)),

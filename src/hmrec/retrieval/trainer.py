@@ -61,6 +61,7 @@ class EpochStats:
     samples_per_second: float
     train_seconds: float
     metrics: dict[str, float] = field(default_factory=dict)
+    rows: int = 0  # training rows seen in this epoch (fewer than the split when early stopping cut it short)
 
 
 @dataclass
@@ -73,6 +74,8 @@ class TrainResult:
     metrics: dict[str, dict[str, float]]
     config: TwoTowerConfig
     seconds: float
+    #: every model-selection point: {"epoch", "rows" (seen since the start), metric, "best"}
+    checkpoints: list[dict] = field(default_factory=list)
 
     def history_dicts(self) -> list[dict]:
         return [asdict(h) for h in self.history]
@@ -309,11 +312,14 @@ def run_epoch(
     on_batch: Callable[[int, int], None] | None = None,
     shard: tuple[int, int] = (0, 1),
     batching: str = "shuffle",
+    checkpoint: tuple[int, Callable[[], bool]] | None = None,
 ) -> tuple[float, int]:
     """One pass over shuffled data; returns (sum of loss x examples, examples) for this shard.
 
     With ``shard=(rank, world)`` every rank draws the same permutation and takes its own
-    contiguous part of each global batch (DDP).
+    contiguous part of each global batch (DDP). ``checkpoint=(every, fn)`` calls ``fn``
+    after every ``every`` batches (not after the last one); the pass ends early when it
+    returns True.
     """
     n = len(data)
     perm = epoch_order(n, batch_size, generator, batching)
@@ -330,6 +336,8 @@ def run_epoch(
         seen += len(idx)
         if on_batch is not None:
             on_batch(b + 1, n_batches)
+        if checkpoint is not None and (b + 1) % checkpoint[0] == 0 and b + 1 < n_batches and checkpoint[1]():
+            break
     return loss_sum, seen
 
 
@@ -494,6 +502,7 @@ def train(
             shard = (parallel.rank, parallel.world)
         gen = torch.Generator().manual_seed(config.seed)
         history: list[EpochStats] = []
+        checkpoints: list[dict] = []
         best_epoch, best_value, best_state = 0, None, None
         metric = config.best_metric if (config.eval_every_epoch and prep.val_split is not None) else "val_retrieval_loss"
         stale = 0
@@ -502,10 +511,45 @@ def train(
             epoch_split = prep.val_split
             if config.epoch_eval_rows is not None:
                 epoch_split = subsample_split(prep.val_split, config.epoch_eval_rows, config.seed)
+        rows_before = 0  # training rows of the finished epochs (all ranks)
+        epoch = 0
+
+        def select(value: float, rows: int) -> bool:
+            """Record a model-selection point; True when patience says stop."""
+            nonlocal best_epoch, best_value, best_state, stale
+            better = _better(metric, value, best_value)
+            if better:
+                best_epoch, best_value, stale = epoch, value, 0
+                if config.restore_best:
+                    best_state = copy.deepcopy(model.state_dict())
+            else:
+                stale += 1
+            checkpoints.append({"epoch": epoch, "rows": rows, metric: value, "best": better})
+            return config.patience is not None and stale >= config.patience
+
+        in_epoch, stop_now, eval_seconds = [0], [False], [0.0]
+        checkpoint = None
+        if epoch_split is not None and config.eval_every_rows:
+            every = max(1, math.ceil(config.eval_every_rows / config.batch_size))
+
+            def mid_epoch() -> bool:
+                # a model-selection point inside a long epoch: same metric, same patience rule
+                tc = time.perf_counter()
+                in_epoch[0] += every * config.batch_size
+                engine.flush()
+                value = model_metrics(model, epoch_split, prep.articles, config).get(metric, float("nan"))
+                stop_now[0] = select(value, rows_before + in_epoch[0])
+                eval_seconds[0] += time.perf_counter() - tc
+                return stop_now[0]
+
+            checkpoint = (every, mid_epoch)
         for epoch in range(1, config.num_epochs + 1):
             te = time.perf_counter()
-            loss_sum, seen = run_epoch(engine, prep.train, config.batch_size, gen, on_batch, shard, config.batching)
-            train_seconds = time.perf_counter() - te
+            in_epoch[0], eval_seconds[0] = 0, 0.0
+            loss_sum, seen = run_epoch(
+                engine, prep.train, config.batch_size, gen, on_batch, shard, config.batching, checkpoint
+            )
+            train_seconds = time.perf_counter() - te - eval_seconds[0]
             if parallel is not None:
                 loss_sum, seen_f = parallel.all_reduce_sum([loss_sum, float(seen)])
                 seen = int(round(seen_f))
@@ -527,18 +571,16 @@ def train(
                 samples_per_second=seen / train_seconds if train_seconds > 0 else float("inf"),
                 train_seconds=train_seconds,
                 metrics=metrics,
+                rows=seen,
             )
             history.append(stats)
-            value = stats.val_retrieval_loss if metric == "val_retrieval_loss" else metrics.get(metric, float("nan"))
-            if _better(metric, value, best_value):
-                best_epoch, best_value, stale = epoch, value, 0
-                if config.restore_best:
-                    best_state = copy.deepcopy(model.state_dict())
-            else:
-                stale += 1
+            rows_before += seen
             if on_epoch is not None:
                 on_epoch(stats)
-            if config.patience is not None and stale >= config.patience:
+            if stop_now[0]:
+                break
+            value = stats.val_retrieval_loss if metric == "val_retrieval_loss" else metrics.get(metric, float("nan"))
+            if select(value, rows_before):
                 break
         if best_epoch == 0:
             best_epoch = len(history)
@@ -549,6 +591,6 @@ def train(
         if prep.val_split is not None:
             results["two_tower"] = model_metrics(model, prep.val_split, prep.articles, config)
             results.update(baseline_metrics(prep.val_split, prep.popularity, config))
-        return TrainResult(model, history, best_epoch, results, config, time.perf_counter() - t0)
+        return TrainResult(model, history, best_epoch, results, config, time.perf_counter() - t0, checkpoints)
     finally:
         torch.set_num_threads(old_threads)
