@@ -116,6 +116,7 @@ def train_retrieval_stage(settings: Settings, progress: Progress | None = None, 
     report = {
         "step": "retrieval", "split": "validation", "seconds": round(time.perf_counter() - t0, 3),
         "metrics": val_metrics, "best_epoch": result.best_epoch, "history": history,
+        "checkpoints": result.checkpoints,
         "layout": {k: v.isoformat() for k, v in layout.items()},
         "rows": {"train": train_df.height, "validation": val_df.height, "articles": articles.height},
         "config": {k: str(v) for k, v in config.__dict__.items()},
