@@ -9,8 +9,9 @@ The two-tower model is replaced by random 16-d embeddings searched exactly with 
 (what the real index does, at the same cost), so this measures the ranking step alone
 — its quality figures mean nothing and are not printed; see the README's ranking table
 for quality. Candidates are the blended lists the pipeline ranks (two-tower top-k +
-last week's best sellers + the customer's purchases of the last 8 weeks). Layout:
-one training week before the validation week, as `hmrec train ranking` uses.
+last week's best sellers + the customer's purchases of the last 8 weeks). Layout and
+every RANKING_* setting (weeks, thinning, samples, CatBoost parameters) come from
+Settings, as in `hmrec train ranking`; flags override the sampling ones.
 Generation (when needed) runs in a child process. Figures are printed and written to
 benchmarks/results/ranking_<label>.json.
 """
@@ -105,14 +106,29 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--k", type=int, default=100, help="two-tower candidates per customer")
     parser.add_argument("--negatives-per-customer", type=int, default=None,
-                        help="thin training negatives (default: all at SMALL..LARGE, 20 at FULL)")
+                        help="thin training negatives (default: RANKING_NEGATIVES_PER_CUSTOMER)")
+    parser.add_argument("--max-train-customers", type=int, default=None,
+                        help="buyers sampled per training week (default: RANKING_MAX_TRAIN_CUSTOMERS)")
     parser.add_argument("--max-eval-customers", type=int, default=None,
-                        help="evaluation sample (default: all at SMALL..LARGE, 20000 at FULL)")
+                        help="evaluation sample (default: RANKING_MAX_EVAL_CUSTOMERS)")
+    parser.add_argument("--train-weeks", type=int, default=None, help="default: RANKING_TRAIN_WEEKS")
+    parser.add_argument("--no-random-variant", action="store_true",
+                        help="skip the random-negative variant (default: RANKING_COMPARE_RANDOM_NEGATIVES)")
     args = parser.parse_args()
     label = args.label or args.size
-    full = label == "FULL" or args.size == "FULL"
-    neg_per_customer = args.negatives_per_customer if args.negatives_per_customer is not None else (20 if full else None)
-    max_eval = args.max_eval_customers if args.max_eval_customers is not None else (20_000 if full else None)
+
+    from hmrec.config import Settings
+
+    settings = Settings()
+    neg_per_customer = (args.negatives_per_customer if args.negatives_per_customer is not None
+                        else settings.RANKING_NEGATIVES_PER_CUSTOMER) or None
+    max_train = args.max_train_customers if args.max_train_customers is not None else settings.RANKING_MAX_TRAIN_CUSTOMERS
+    max_eval = args.max_eval_customers if args.max_eval_customers is not None else settings.RANKING_MAX_EVAL_CUSTOMERS
+    train_weeks = args.train_weeks or settings.RANKING_TRAIN_WEEKS
+    compare_random = settings.RANKING_COMPARE_RANDOM_NEGATIVES and not args.no_random_variant
+    model_params = {"learning_rate": settings.RANKING_LEARNING_RATE, "iterations": settings.RANKING_ITERATIONS,
+                    "depth": settings.RANKING_DEPTH, "scale_pos_weight": settings.RANKING_SCALE_POS_WEIGHT,
+                    "early_stopping_rounds": settings.RANKING_EARLY_STOPPING_ROUNDS, "thread_count": -1}
 
     from hmrec.data import load_raw
     from hmrec.features import build_articles, build_customers
@@ -141,7 +157,7 @@ def main() -> None:
         candidates = BlendedCandidates(towers, towers.score_pairs, tx)
         last = tx["t_dat"].max()
         validation_start = last - timedelta(days=13)  # the week before the test week
-        train_windows, validation_window, retrieval_end = default_windows(validation_start, 1)
+        train_windows, validation_window, retrieval_end = default_windows(validation_start, train_weeks)
 
         phases: list[tuple[str, float, float]] = []
         t1 = time.perf_counter()
@@ -153,8 +169,10 @@ def main() -> None:
         result = train_ranking(
             tx, articles, customers, train_windows, validation_window, candidates, towers.score_pairs,
             k=args.k, retrieval_train_end=retrieval_end, negatives_per_customer=neg_per_customer,
-            max_eval_customers=max_eval, compare_random_negatives=True, seed=args.seed,
-            model_params={"thread_count": -1}, progress=progress,
+            max_train_customers=max_train, max_eval_customers=max_eval,
+            compare_random_negatives=compare_random, yetirank=settings.RANKING_COMPARE_YETIRANK,
+            seed=args.seed,
+            model_params=model_params, progress=progress,
         )
         ranking_s = time.perf_counter() - t1
         names = {"building retrieval": "train_rows", "building validation": "validation_rows",
@@ -170,8 +188,11 @@ def main() -> None:
             "data_dir": str(data_dir),
             "transactions": tx.height,
             "settings": {"k": args.k, "negatives_per_customer": neg_per_customer,
-                         "max_eval_customers": max_eval, "n_popular": candidates.n_popular,
-                         "repurchase_days": candidates.repurchase_days, "train_weeks": 1},
+                         "max_train_customers": max_train, "max_eval_customers": max_eval,
+                         "compare_random_negatives": compare_random,
+                         "compare_yetirank": settings.RANKING_COMPARE_YETIRANK, "n_popular": candidates.n_popular,
+                         "repurchase_days": candidates.repurchase_days, "train_weeks": train_weeks,
+                         "model": {k: v for k, v in model_params.items() if k != "thread_count"}},
             "rows": rows,
             "evaluated_customers": result.report["metrics"]["catboost"]["n_customers"],
             "load_seconds": round(load_s, 2),

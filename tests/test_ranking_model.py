@@ -80,7 +80,7 @@ def test_reference_defaults() -> None:
     p = RankingModel().params()
     assert p == {
         "kind": "classifier", "learning_rate": 0.2, "iterations": 100, "depth": 10,
-        "scale_pos_weight": 10.0, "early_stopping_rounds": 5, "seed": 42,
+        "scale_pos_weight": 10.0, "early_stopping_rounds": 5, "seed": 42, "eval_metric": None,
     }
 
 

@@ -144,6 +144,29 @@ class Settings(BaseSettings):
     RANKING_EARLY_STOPPING_ROUNDS: int = 5
     RANKING_NEGATIVES: str = Field(default="retrieval", description="'retrieval' or 'random'.")
     RANKING_RANDOM_NEGATIVES_PER_POSITIVE: int = 10
+    RANKING_NEGATIVES_PER_CUSTOMER: int | None = Field(
+        default=None,
+        description="Keep at most this many hard negatives per customer and training week (seeded "
+        "uniform draw; list-position features are computed before thinning). None or 0: all.",
+    )
+    RANKING_MAX_TRAIN_CUSTOMERS: int | None = Field(
+        default=20_000,
+        description="Seeded sample of each training week's buyers (None: all). Bounds time and "
+        "memory at FULL size; MEDIUM/LARGE weeks have fewer buyers than the default.",
+    )
+    RANKING_MAX_EVAL_CUSTOMERS: int | None = Field(
+        default=20_000,
+        description="Seeded sample of validation buyers for the ranking report (None: all).",
+    )
+    RANKING_COMPARE_RANDOM_NEGATIVES: bool = Field(
+        default=True,
+        description="Also fit the reference's random-negative variant and report it beside the default.",
+    )
+    RANKING_COMPARE_YETIRANK: bool = Field(
+        default=True,
+        description="Also fit CatBoostRanker (YetiRank, grouped by customer and week) on the same rows "
+        "and report it beside the classifier.",
+    )
 
     # --- serving -------------------------------------------------------------------
     FILTER_POLICY: str = Field(

@@ -185,6 +185,11 @@ def train_ranking_stage(settings: Settings, progress: Progress | None = None, fo
                       "scale_pos_weight": settings.RANKING_SCALE_POS_WEIGHT,
                       "early_stopping_rounds": settings.RANKING_EARLY_STOPPING_ROUNDS},
         retrieval_train_end=retrieval_train_end, seed=settings.SEED, positives="retrieved",
+        negatives_per_customer=settings.RANKING_NEGATIVES_PER_CUSTOMER or None,
+        max_train_customers=settings.RANKING_MAX_TRAIN_CUSTOMERS,
+        max_eval_customers=settings.RANKING_MAX_EVAL_CUSTOMERS,
+        compare_random_negatives=settings.RANKING_COMPARE_RANDOM_NEGATIVES,
+        yetirank=settings.RANKING_COMPARE_YETIRANK,
         reports_dir=settings.reports_dir, progress=say,
     )
     seconds["train"] = time.perf_counter() - t1

@@ -3,6 +3,7 @@
 Public API (see each module for details)::
 
     Window, build_ranking_dataset, feature_rows, feature_columns      # dataset.py
+    LIST_FEATURES, add_list_features, list_features_of, sample_customers
     add_interaction_features, DAYS_SINCE_NEVER                       # interactions.py
     random_negatives, retrieval_negatives, candidate_frame            # negatives.py
     RankingModel                                                      # model.py
@@ -19,12 +20,16 @@ from hmrec.ranking.dataset import (
     ARTICLE_FEATURES,
     CONTEXT_FEATURES,
     CUSTOMER_FEATURES,
+    LIST_FEATURES,
     Window,
+    add_list_features,
     build_ranking_dataset,
     feature_columns,
     feature_rows,
     label_rows,
+    list_features_of,
     month_columns,
+    sample_customers,
 )
 from hmrec.ranking.interactions import (
     DAYS_SINCE_NEVER,
@@ -63,6 +68,7 @@ __all__ = [
     "CUSTOMER_FEATURES",
     "DAYS_SINCE_NEVER",
     "INTERACTION_FEATURES",
+    "LIST_FEATURES",
     "TWO_TOWER_SCORE",
     "BlendedCandidates",
     "CandidateFn",
@@ -72,6 +78,7 @@ __all__ = [
     "RankingResult",
     "Window",
     "add_interaction_features",
+    "add_list_features",
     "average_precision_at_k",
     "build_ranking_dataset",
     "candidate_features",
@@ -85,6 +92,7 @@ __all__ = [
     "feature_rows",
     "feature_separation",
     "label_rows",
+    "list_features_of",
     "list_metrics",
     "load_inputs",
     "month_columns",
@@ -93,6 +101,7 @@ __all__ = [
     "random_negatives",
     "ranking_feature_view",
     "retrieval_negatives",
+    "sample_customers",
     "to_pool",
     "train_ranking",
 ]

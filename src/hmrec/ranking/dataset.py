@@ -62,6 +62,11 @@ ARTICLE_FEATURES: tuple[str, ...] = (
     "garment_group_name",
 )
 CONTEXT_FEATURES: tuple[str, ...] = ("month_sin", "month_cos")
+#: Where a row's two-tower score stands among the rows ranked with it (same customer and
+#: as_of): its rank (1 = best; ties share the best rank) and its gap to the best score.
+#: A raw dot product means little across customers (their query vectors differ in
+#: length); its place in the customer's own list is what "order by two-tower" uses.
+LIST_FEATURES: tuple[str, ...] = ("two_tower_rank", "two_tower_gap")
 ID_COLUMNS: tuple[str, ...] = ("customer_id", "article_id", "as_of")
 LABEL = "label"
 NEGATIVE_KINDS = ("retrieval", "random")
@@ -106,6 +111,41 @@ def label_rows(transactions: pl.DataFrame | pl.LazyFrame, window: Window) -> pl.
     )
 
 
+def add_list_features(df: pl.DataFrame) -> pl.DataFrame:
+    """Add LIST_FEATURES from ``two_tower_score`` over each (customer_id, as_of) group.
+
+    The group must be the list the model will rank: a customer's whole candidate list
+    at serving time and in validation; in training, build_ranking_dataset computes them
+    on the candidate list before negatives are thinned. Rows with a NaN/null score get
+    nulls. Without a two_tower_score column the frame is returned unchanged.
+    """
+    if TWO_TOWER_SCORE not in df.columns:
+        return df
+    score = pl.col(TWO_TOWER_SCORE).cast(pl.Float64).fill_nan(None)
+    group = ["customer_id", "as_of"]
+    return df.with_columns(
+        score.rank("min", descending=True).over(group).cast(pl.Int32).alias("two_tower_rank"),
+        (score - score.max().over(group)).cast(pl.Float32).alias("two_tower_gap"),
+    )
+
+
+def list_features_of(scores: np.ndarray) -> dict[str, np.ndarray]:
+    """LIST_FEATURES of ONE customer's candidate list from its two-tower scores (NumPy).
+
+    The same values add_list_features gives that list (NaN where it gives null), for
+    single-request serving paths that do not build frames.
+    """
+    s = np.asarray(scores, dtype=np.float64)
+    ok = ~np.isnan(s)
+    valid = np.sort(s[ok])
+    rank = np.full(s.shape, np.nan)
+    rank[ok] = valid.size - np.searchsorted(valid, s[ok], side="right") + 1
+    gap = np.full(s.shape, np.nan, dtype=np.float32)
+    if valid.size:
+        gap[ok] = (s[ok] - valid[-1]).astype(np.float32)
+    return {"two_tower_rank": rank, "two_tower_gap": gap}
+
+
 def feature_rows(
     pairs: pl.DataFrame,
     transactions: pl.DataFrame | pl.LazyFrame,
@@ -121,7 +161,8 @@ def feature_rows(
     `pair_scorer` for every row, or from a ``two_tower_score`` column already in
     `pairs` (e.g. candidates with their retrieval scores); without either it is left
     out, never filled for some rows only. `article_sales`: see add_interaction_features
-    (the serving path).
+    (the serving path). LIST_FEATURES are computed over each (customer_id, as_of) group
+    of `pairs` unless `pairs` already holds them, so pass each customer's whole list.
     """
     for c in ID_COLUMNS:
         if c not in pairs.columns:
@@ -150,13 +191,16 @@ def feature_rows(
             how="left",
             maintain_order="left",
         )
-    return add_interaction_features(
+    out = add_interaction_features(
         out,
         transactions,
         articles,
         pair_scorer=None if has_score else pair_scorer,
         article_sales=article_sales,
     )
+    if not all(c in out.columns for c in LIST_FEATURES):
+        out = add_list_features(out.drop([c for c in LIST_FEATURES if c in out.columns]))
+    return out
 
 
 def feature_columns(df: pl.DataFrame) -> list[str]:
@@ -167,6 +211,7 @@ def feature_columns(df: pl.DataFrame) -> list[str]:
         *ARTICLE_FEATURES,
         *INTERACTION_FEATURES,
         TWO_TOWER_SCORE,
+        *LIST_FEATURES,
     )
     return [c for c in known if c in df.columns]
 
@@ -186,6 +231,7 @@ def build_ranking_dataset(
     retrieval_train_end: date | None = None,
     negatives_per_customer: int | None = None,
     customer_ids: Collection[str] | None = None,
+    max_customers: int | None = None,
 ) -> pl.DataFrame:
     """Labelled ranking rows for the given windows: ids, ``label`` (Int8) and features.
 
@@ -203,6 +249,9 @@ def build_ranking_dataset(
     window, drawn uniformly (seeded) — at full scale every buyer's whole candidate list
     is tens of millions of rows; uniform thinning keeps each list's composition.
     customer_ids: only label rows of these customers (e.g. an evaluation sample).
+    max_customers: keep a seeded uniform sample of at most this many buyers per window
+    (all of a sampled customer's rows are kept); bounds the candidate lists built per
+    week at full scale, for both negative kinds alike.
     """
     if negatives not in NEGATIVE_KINDS:
         raise ValueError(f"negatives must be one of {NEGATIVE_KINDS}, got {negatives!r}")
@@ -225,25 +274,32 @@ def build_ranking_dataset(
         pos = label_rows(transactions, window)
         if customer_ids is not None:
             pos = pos.filter(pl.col("customer_id").is_in(pl.Series(list(customer_ids), dtype=pl.String).implode()))
+        if max_customers is not None:
+            pos = sample_customers(pos, max_customers, seed + i)
         if positives == "retrieved" or negatives == "retrieval":
             cands = _window_candidates(pos, candidates, k)
         if positives == "retrieved":
             pos = pos.join(cands.select(ID_COLUMNS), on=list(ID_COLUMNS), how="semi")
+        keep = list(ID_COLUMNS)
         if negatives == "random":
             neg = random_negatives(pos, catalogue, per_positive, seed=seed + i)
         else:
-            neg = cands.join(pos, on=list(ID_COLUMNS), how="anti", maintain_order="left").select(
-                ID_COLUMNS
-            )
             # customers whose positives were all dropped get no rows at all
-            neg = neg.join(pos.select("customer_id").unique(), on="customer_id", how="semi")
+            cands = cands.join(pos.select("customer_id").unique(), on="customer_id", how="semi")
+            if positives == "retrieved" and pair_scorer is not None:
+                # every row is a candidate: score the whole list and place each row in it
+                # BEFORE thinning, as serving will place it in the list it ranks
+                cands = _scored_list(cands, pair_scorer)
+                keep += [TWO_TOWER_SCORE, *LIST_FEATURES]
+                pos = pos.join(cands.select(keep), on=list(ID_COLUMNS), how="left", maintain_order="left")
+            neg = cands.join(pos, on=list(ID_COLUMNS), how="anti", maintain_order="left")
             if negatives_per_customer is not None:
                 neg = _thin(neg, negatives_per_customer, seed + i)
         labelled.append(
             pl.concat(
                 [
-                    pos.select(ID_COLUMNS).with_columns(pl.lit(1, dtype=pl.Int8).alias(LABEL)),
-                    neg.select(ID_COLUMNS).with_columns(pl.lit(0, dtype=pl.Int8).alias(LABEL)),
+                    pos.select(keep).with_columns(pl.lit(1, dtype=pl.Int8).alias(LABEL)),
+                    neg.select(keep).with_columns(pl.lit(0, dtype=pl.Int8).alias(LABEL)),
                 ]
             )
         )
@@ -252,6 +308,31 @@ def build_ranking_dataset(
     )
     rows = rows.sort("as_of", "customer_id", LABEL, "article_id", descending=[False, False, True, False])
     return feature_rows(rows, transactions, articles, customers, pair_scorer)
+
+
+def _scored_list(cands: pl.DataFrame, pair_scorer: PairScorer) -> pl.DataFrame:
+    """Candidates with the pair scorer's two_tower_score and their LIST_FEATURES."""
+    parts = []
+    for (as_of,), group in cands.group_by("as_of", maintain_order=True):
+        scores = np.asarray(
+            pair_scorer(group["customer_id"].to_list(), group["article_id"].to_list(), as_of),
+            dtype=np.float32,
+        )
+        parts.append(group.with_columns(pl.Series(TWO_TOWER_SCORE, scores, dtype=pl.Float32)))
+    return add_list_features(pl.concat(parts)) if parts else add_list_features(
+        cands.with_columns(pl.lit(None, dtype=pl.Float32).alias(TWO_TOWER_SCORE))
+    )
+
+
+def sample_customers(rows: pl.DataFrame, n: int, seed: int) -> pl.DataFrame:
+    """Rows of at most n customers, drawn uniformly (seeded) from the sorted distinct ids."""
+    if n < 0:
+        raise ValueError(f"max_customers must be >= 0, got {n}")
+    ids = rows["customer_id"].unique().sort()
+    if ids.len() <= n:
+        return rows
+    pick = ids.gather(np.sort(np.random.default_rng(seed).choice(ids.len(), n, replace=False)))
+    return rows.filter(pl.col("customer_id").is_in(pick.implode()))
 
 
 def _thin(neg: pl.DataFrame, n: int, seed: int) -> pl.DataFrame:

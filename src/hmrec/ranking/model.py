@@ -80,6 +80,8 @@ class RankingModel:
     """CatBoost ranking model with the reference settings; `fit`, `predict`, `save`, `load`.
 
     Constructor arguments are stored as given; nothing is built until `fit`.
+    eval_metric: CatBoost metric that early stopping watches (None: the loss), e.g.
+    "NDCG:top=12" for the ranker.
     """
 
     def __init__(
@@ -93,6 +95,7 @@ class RankingModel:
         seed: int = 42,
         thread_count: int = -1,
         verbose: bool = False,
+        eval_metric: str | None = None,
     ) -> None:
         if kind not in KINDS:
             raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
@@ -105,6 +108,7 @@ class RankingModel:
         self.seed = seed
         self.thread_count = thread_count
         self.verbose = verbose
+        self.eval_metric = eval_metric
         self.model_: CatBoostClassifier | CatBoostRanker | None = None
         self.feature_names_: list[str] = []
         self.cat_features_: list[str] = []
@@ -119,6 +123,7 @@ class RankingModel:
             "scale_pos_weight": self.scale_pos_weight,
             "early_stopping_rounds": self.early_stopping_rounds,
             "seed": self.seed,
+            "eval_metric": self.eval_metric,
         }
 
     def _build(self, has_eval: bool) -> CatBoostClassifier | CatBoostRanker:
@@ -133,6 +138,8 @@ class RankingModel:
         )
         if has_eval:
             common.update(early_stopping_rounds=self.early_stopping_rounds, use_best_model=True)
+            if self.eval_metric:
+                common.update(eval_metric=self.eval_metric)
         if self.kind == "classifier":
             return CatBoostClassifier(scale_pos_weight=self.scale_pos_weight, **common)
         return CatBoostRanker(loss_function="YetiRank", **common)
@@ -224,6 +231,7 @@ class RankingModel:
             early_stopping_rounds=meta["early_stopping_rounds"],
             seed=meta["seed"],
             thread_count=meta.get("thread_count", -1),
+            eval_metric=meta.get("eval_metric"),
         )
         model = CatBoostClassifier() if obj.kind == "classifier" else CatBoostRanker()
         model.load_model(str(path / MODEL_FILE), format="cbm")

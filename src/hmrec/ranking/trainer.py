@@ -279,6 +279,7 @@ def train_ranking(
     yetirank: bool = False,
     negatives_per_customer: int | None = None,
     max_eval_customers: int | None = None,
+    max_train_customers: int | None = None,
     seed: int = 42,
     reports_dir: Path | None = None,
     progress: Progress | None = None,
@@ -301,6 +302,8 @@ def train_ranking(
     negatives_per_customer: thin retrieval negatives of the TRAINING rows to at most
     this many per customer and window (see build_ranking_dataset); validation rows are
     never thinned.
+    max_train_customers: a seeded sample of at most this many buyers per training
+    window (both negative kinds); None: all.
     max_eval_customers: evaluate on a seeded sample of this many validation buyers
     (all when None); the report's n_customers says how many were used.
     reports_dir: when given, writes ranking.json and the importance PNG there.
@@ -330,6 +333,7 @@ def train_ranking(
             retrieval_train_end=retrieval_train_end,
             negatives_per_customer=negatives_per_customer if training else None,
             customer_ids=None if training else eval_customers,
+            max_customers=max_train_customers if training else None,
         )
 
     say(f"building {negatives}-negative training rows for {len(train_windows)} window(s)")
@@ -345,6 +349,19 @@ def train_ranking(
         models["catboost_yetirank"] = _fit(
             "ranker", params, train, valid, early_stopping, holdout_share, seed
         )
+    # what the report needs from the big frames, then free them before the next ones
+    row_counts = {
+        "train": train.height,
+        "train_positives": int(train[LABEL].sum()),
+        "validation": valid.height,
+        "validation_positives": int(valid[LABEL].sum()),
+    }
+    leaks = null_pattern_leaks(train, feature_columns(train))
+    valid_labels = valid[LABEL].to_numpy()
+    valid_scores = main.predict(valid)
+    del train
+    if early_stopping != "validation":
+        del valid
     random_rows = None
     if compare_random_negatives and negatives != "random":
         say("fitting the random-negative variant (reference dataset) for comparison")
@@ -358,6 +375,7 @@ def train_ranking(
         models["catboost_random_negatives"] = _fit(
             "classifier", params, random_train, random_valid, early_stopping, holdout_share, seed
         )
+        del random_train, random_valid
 
     say(f"re-ranking the candidates of {len(eval_customers):,} validation customers")
     cand_rows = candidate_features(
@@ -366,8 +384,7 @@ def train_ranking(
     metrics = evaluate_reranking(
         models, cand_rows, actual, global_popularity(tx, validation_window.start)
     )
-    valid_scores = main.predict(valid)
-    metrics["catboost"].update(classification_metrics(valid[LABEL].to_numpy(), valid_scores))
+    metrics["catboost"].update(classification_metrics(valid_labels, valid_scores))
     importance = main.feature_importance()
     report = {
         "step": "ranking",
@@ -375,10 +392,10 @@ def train_ranking(
         "seconds": round(time.perf_counter() - started, 3),
         "metrics": metrics,
         "feature_importance": importance,
-        "classification_report": classification_report_text(valid[LABEL].to_numpy(), valid_scores),
+        "classification_report": classification_report_text(valid_labels, valid_scores),
         "candidate_recall_at_k": candidate_recall(cand_rows, actual),
         # features missing far more often in one class (should be empty; see leakage.py)
-        "null_pattern_leaks": null_pattern_leaks(train, feature_columns(train)),
+        "null_pattern_leaks": leaks,
         "negatives": negatives,
         "positives": positives or ("retrieved" if negatives == "retrieval" else "all"),
         "k": k,
@@ -388,10 +405,7 @@ def train_ranking(
             "retrieval_train_end": None if retrieval_train_end is None else str(retrieval_train_end),
         },
         "rows": {
-            "train": train.height,
-            "train_positives": int(train[LABEL].sum()),
-            "validation": valid.height,
-            "validation_positives": int(valid[LABEL].sum()),
+            **row_counts,
             "candidates": cand_rows.height,
             "train_random_negatives": random_rows,
         },
@@ -400,6 +414,7 @@ def train_ranking(
         "early_stopping": early_stopping,
         "negatives_per_customer": negatives_per_customer,
         "max_eval_customers": max_eval_customers,
+        "max_train_customers": max_train_customers,
     }
     if reports_dir is not None:
         plot = plot_feature_importance(importance, Path(reports_dir) / IMPORTANCE_PLOT)
@@ -410,8 +425,8 @@ def train_ranking(
         model=main,
         report=report,
         feature_importance=importance,
-        train_rows=train.height,
-        validation_rows=valid.height,
+        train_rows=row_counts["train"],
+        validation_rows=row_counts["validation"],
         variants={n: m for n, m in models.items() if n != "catboost"},
     )
 
