@@ -4,7 +4,7 @@ Usage:
     python benchmarks/bench_end_to_end.py --size SMALL                  # generates into the home
     python benchmarks/bench_end_to_end.py --size MEDIUM
     flock /tmp/hmrec_bench.lock python benchmarks/bench_end_to_end.py --data-dir /tmp/hmrec_full_data
-    python benchmarks/bench_end_to_end.py --data-dir /tmp/hmrec_full_data --home H --only evaluate
+    python benchmarks/bench_end_to_end.py --data-dir /tmp/hmrec_full_data --home H --from evaluate
 
 It calls ``hmrec.pipelines.run.run_all`` (what ``hmrec run`` calls) with a step hook, so
 every step is measured where it runs, in this process:
@@ -16,8 +16,8 @@ every step is measured where it runs, in this process:
   spawns workers) and serves as the fallback where clear_refs is not writable.
 
 ``--data-dir`` without ``--size`` means FULL (every customer of the files). The home is
-a fresh folder under /tmp (kept afterwards, so ``--only evaluate`` can re-measure one
-step on the stores a full run left). Sub-step seconds are copied from the reports the
+a fresh folder under /tmp (kept afterwards, so ``--from STEP`` can re-measure the later
+steps on the stores a full run left). Sub-step seconds are copied from the reports the
 steps write (features.json, retrieval.json, ranking.json, evaluate.json). Results are
 printed and written to benchmarks/results/end_to_end_<label>.json.
 """
@@ -168,15 +168,19 @@ def main() -> None:
     parser.add_argument("--data-dir", type=Path, default=None, help="raw files (never written to)")
     parser.add_argument("--home", type=Path, default=None, help="default: a fresh /tmp/hmrec_e2e_<label>")
     parser.add_argument("--label", default=None, help="results file suffix (default: the size)")
-    parser.add_argument("--only", choices=["evaluate"], default=None,
-                        help="re-measure one step on an existing --home left by a full run")
+    parser.add_argument("--from", dest="from_step", default="data",
+                        help="first step to run (data, features, train_retrieval, train_ranking, evaluate); "
+                        "later steps reuse the stores an earlier run left in --home")
+    parser.add_argument("--earlier-steps", type=Path, default=None,
+                        help="JSON {step: figures} measured by an earlier run of the skipped steps, "
+                        "copied into the results as such (marked 'from_earlier_run')")
     parser.add_argument("--seed", type=int, default=None)
     args = parser.parse_args()
 
     size = args.size or ("FULL" if args.data_dir is not None else "SMALL")
     label = args.label or size
     home = args.home or Path(f"/tmp/hmrec_e2e_{label}")
-    if args.only is None and home.exists():
+    if args.from_step == "data" and home.exists():
         shutil.rmtree(home)  # a fresh home: nothing reused from an earlier run
     os.environ.setdefault("MPLBACKEND", "Agg")
 
@@ -193,25 +197,20 @@ def main() -> None:
     t0 = time.perf_counter()
     error = None
     try:
-        if args.only == "evaluate":
-            from hmrec.pipelines.evaluate import run_evaluate_step
-            from hmrec.pipelines.progress import step_progress
-
-            with meter("evaluate"), step_progress(console) as progress:
-                run_evaluate_step(settings, progress=progress)
-        else:
-            run_all(settings, console, step_hook=meter)
+        run_all(settings, console, step_hook=meter, from_step=args.from_step)
     except BaseException as exc:  # the partial figures are the finding: write them anyway
         error = f"{type(exc).__name__}: {exc}"
         raise
     finally:
         total = time.perf_counter() - t0
         meter.close()
-        steps = meter.steps
+        steps = dict(meter.steps)
+        earlier = json.loads(args.earlier_steps.read_text()) if args.earlier_steps else {}
+        steps = {**{k: {**v, "from_earlier_run": True} for k, v in earlier.items() if k not in steps}, **steps}
         result = {
             "benchmark": "end_to_end", "label": label, "size": size,
             "data_dir": str(args.data_dir) if args.data_dir else None, "home": str(home),
-            "only": args.only, "error": error,
+            "from_step": args.from_step, "error": error,
             "total_seconds": round(total, 1),
             "total_cpu_seconds": round(sum(s["cpu_seconds"] for s in steps.values()), 1),
             "peak_rss_gb": max((s["peak_rss_gb"] for s in steps.values()), default=None),
@@ -226,19 +225,18 @@ def main() -> None:
             "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         }
         evaluate = _read_report(settings.reports_dir, "evaluate")
-        if evaluate and (args.only or "evaluate" in steps):
+        if evaluate and "evaluate" in meter.steps:
             result["headline"] = {s: {m: round(v, 4) for m, v in vals.items() if isinstance(v, (int, float))}
                                   for s, vals in evaluate["metrics"].items()}
         RESULTS.mkdir(parents=True, exist_ok=True)
-        suffix = f"_{args.only}" if args.only else ""
-        out = RESULTS / f"end_to_end_{label}{suffix}.json"
+        out = RESULTS / f"end_to_end_{label}.json"
         out.write_text(json.dumps(result, indent=2, default=str) + "\n")
-        print(f"\nend to end ({label}{', ' + args.only + ' only' if args.only else ''}; load average at start "
+        print(f"\nend to end ({label}{', from ' + args.from_step if args.from_step != 'data' else ''}; load average at start "
               f"{load_start[0]:.2f}){' FAILED: ' + error if error else ''}")
         print(f"{'step':<18}{'wall s':>9}{'CPU s':>9}{'peak GB':>9}")
         for name, s in steps.items():
             print(f"{name:<18}{s['seconds']:>9.1f}{s['cpu_seconds']:>9.1f}{s['peak_rss_gb']:>9.2f}"
-                  f"{'' if s['ok'] else '  FAILED'}")
+                  f"{'' if s['ok'] else '  FAILED'}{'  (earlier run)' if s.get('from_earlier_run') else ''}")
         print(f"{'total':<18}{result['total_seconds']:>9.1f}{result['total_cpu_seconds']:>9.1f}"
               f"{(result['peak_rss_gb'] or 0):>9.2f}")
         print(f"written to {out}")

@@ -203,3 +203,10 @@ def test_run_all_runs_every_step_in_order_through_the_hook(tmp_path):
     assert features["rows"]["transactions"] == raw_rows
     assert json.loads((settings.reports_dir / "evaluate.json").read_text())["metrics"]["pipeline"]
     assert "Headline" in out.getvalue() and "total" in out.getvalue()
+
+    # a later step alone, on the stores the run left (the benchmark's --from)
+    seen.clear()
+    again = run_all(settings, Console(file=io.StringIO()), step_hook=hook, from_step="evaluate")
+    assert list(again) == ["evaluate"] and seen == [("start", "evaluate"), ("end", "evaluate")]
+    with pytest.raises(ValueError, match="unknown step 'train'"):
+        run_all(settings, Console(file=io.StringIO()), from_step="train")

@@ -31,8 +31,15 @@ STEPS = ("data", "features", "train_retrieval", "train_ranking", "evaluate")
 StepHook = Callable[[str], AbstractContextManager]
 
 
-def run_all(settings: Settings, console: Console, step_hook: StepHook | None = None) -> dict[str, float]:
-    """Run the whole pipeline; return seconds per step (keys: STEPS)."""
+def run_all(settings: Settings, console: Console, step_hook: StepHook | None = None,
+            from_step: str = STEPS[0]) -> dict[str, float]:
+    """Run the whole pipeline; return seconds per step (keys: STEPS).
+
+    `from_step` skips the steps before it: they must have run on this home before (each
+    step reads its inputs from the store and registry, so nothing else is needed)."""
+    if from_step not in STEPS:
+        raise ValueError(f"unknown step {from_step!r}; steps are {', '.join(STEPS)}")
+    todo = set(STEPS[STEPS.index(from_step):])
     seconds: dict[str, float] = {}
 
     @contextmanager
@@ -51,20 +58,26 @@ def run_all(settings: Settings, console: Console, step_hook: StepHook | None = N
     # The raw files are read once: the data step's validation is the load the feature
     # pipeline needs (FULL: ~45 s and a second 4.5 GB load saved). `held` is emptied as the
     # frames are handed over, so the feature pipeline can free them as it goes.
-    with step("data"), step_progress(console) as progress:
-        data_dir, _ = ensure_data(settings, progress=progress)
-        held = [load_raw(data_dir, drop_unknown_references=settings.DROP_UNKNOWN_REFERENCES)]
-    console.print(held[0].report.to_table())
+    if "data" in todo:
+        with step("data"), step_progress(console) as progress:
+            data_dir, _ = ensure_data(settings, progress=progress)
+            held = [load_raw(data_dir, drop_unknown_references=settings.DROP_UNKNOWN_REFERENCES)]
+        console.print(held[0].report.to_table())
 
-    with step("features"), step_progress(console) as progress:
-        features = run_feature_pipeline(settings, raw=held.pop(), progress=progress)
-    console.print(features_table(features))
+    if "features" in todo:
+        with step("features"), step_progress(console) as progress:
+            features = run_feature_pipeline(settings, raw=held.pop(), progress=progress)
+        console.print(features_table(features))
 
-    with step("train_retrieval"), step_progress(console) as progress:
-        retrieval = train_retrieval_stage(settings, progress=progress)
-    with step("train_ranking"), step_progress(console) as progress:
-        ranking = train_ranking_stage(settings, progress=progress)
-    console.print(training_table([retrieval, ranking], settings))
+    trained = []
+    if "train_retrieval" in todo:
+        with step("train_retrieval"), step_progress(console) as progress:
+            trained.append(train_retrieval_stage(settings, progress=progress))
+    if "train_ranking" in todo:
+        with step("train_ranking"), step_progress(console) as progress:
+            trained.append(train_ranking_stage(settings, progress=progress))
+    if trained:
+        console.print(training_table(trained, settings))
 
     with step("evaluate"), step_progress(console) as progress:
         evaluation = run_evaluate_step(settings, progress=progress)
