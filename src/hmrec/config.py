@@ -107,8 +107,10 @@ class Settings(BaseSettings):
         description="'time_local': batches of neighbouring days; 'shuffle': uniform batches (the reference).",
     )
     TWO_TOWER_POPULARITY_PRIOR_DAYS: int | None = Field(
-        default=7,
-        description="Days of sales behind the popularity prior added to every score (None: towers only).",
+        default=14,
+        description="Days of sales behind the popularity prior added to every score (None: towers only). "
+        "14, not 7: on SMALL/MEDIUM data a week's sales are too few per article "
+        "(benchmarks/bench_two_tower_quality.py).",
     )
     TWO_TOWER_PRIOR_SMOOTHING: float = Field(default=0.1, description="Additive smoothing of the prior's counts.")
     TWO_TOWER_QUERY_FEATURES: str = Field(
