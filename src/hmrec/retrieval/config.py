@@ -82,7 +82,7 @@ class TwoTowerConfig:
     customer_k: tuple[int, ...] = CUSTOMER_K
     loss_chunk: int = 256
     batching: str = "time_local"
-    popularity_prior_days: int | None = 7
+    popularity_prior_days: int | None = 14
     prior_smoothing: float = 0.1
 
     def __post_init__(self) -> None:
@@ -129,7 +129,7 @@ class TwoTowerConfig:
             patience=getattr(s, "TWO_TOWER_EARLY_STOPPING_PATIENCE", None),
             eval_every_rows=getattr(s, "TWO_TOWER_EVAL_EVERY_ROWS", 4_000_000),
             batching=str(getattr(s, "TWO_TOWER_BATCHING", "time_local")),
-            popularity_prior_days=getattr(s, "TWO_TOWER_POPULARITY_PRIOR_DAYS", 7),
+            popularity_prior_days=getattr(s, "TWO_TOWER_POPULARITY_PRIOR_DAYS", 14),
             prior_smoothing=float(getattr(s, "TWO_TOWER_PRIOR_SMOOTHING", 0.1)),
             num_threads=int(getattr(s, "TWO_TOWER_NUM_THREADS", 1)),
             step_threads=int(getattr(s, "TWO_TOWER_STEP_THREADS", 2)),
