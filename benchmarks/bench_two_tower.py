@@ -14,12 +14,14 @@ as real data does). For each variant it times ``--batches`` training steps at ba
 2048 (after a warm-up), extrapolates the time of one epoch over all rows (plus the
 epoch's shuffle), and reports the peak RSS of the process. Variants:
 
-- default:       what train() runs: fused fp32 loss, 1 OpenMP thread + 2 step threads
+- default:       what train() runs: fused fp32 loss, 1 OpenMP thread, 1 step thread
 - default_bf16:  the same with the bf16 logits matmul (TWO_TOWER_FAST_MATMUL)
+- step_threads_2: the default with the loss's row ranges and the embedding updates on 2
+                 Python threads (TWO_TOWER_STEP_THREADS=2)
 - fused_omp:     fused loss, OpenMP parallelism (--threads), no step threads
 - exact_omp:     plain fp32 eager reference loss (B x B logits, cross-entropy, autograd)
 - compiled_bf16: towers + reference loss under torch.compile, bf16 logits matmul
-- fused_1t / exact_1t: fused / reference loss on one thread (load-robust comparison)
+- exact_1t:      the reference loss on one thread
 
 Other processes on the machine slow every figure; the script measures the issue's
 reference micro-step (8.7 ms on the idle machine) before and after, as a yardstick.
@@ -54,14 +56,15 @@ FULL_ROWS = 31_788_324
 VARIANTS = {
     # the trainer's defaults: fused fp32 loss, 1 OpenMP thread, the step's independent work
     # (loss row ranges, per-table embedding updates) on 2 Python threads
-    "default": dict(fast_matmul=False, compile=False, fused_loss=True, omp=1, step_threads=2),
-    "default_bf16": dict(fast_matmul=True, compile=False, fused_loss=True, omp=1, step_threads=2),
+    "default": dict(fast_matmul=False, compile=False, fused_loss=True, omp=1, step_threads=1),
+    "default_bf16": dict(fast_matmul=True, compile=False, fused_loss=True, omp=1, step_threads=1),
+    # the loss's row ranges and the per-table embedding updates on 2 Python threads
+    "step_threads_2": dict(fast_matmul=False, compile=False, fused_loss=True, omp=1, step_threads=2),
     # the same fused loss with OpenMP doing the parallelism (--threads)
     "fused_omp": dict(fast_matmul=False, compile=False, fused_loss=True, step_threads=1),
     # plain fp32 eager: reference in-batch softmax (B x B logits, cross-entropy, autograd)
     "exact_omp": dict(fast_matmul=False, compile=False, fused_loss=False, step_threads=1),
     # one thread, nothing in parallel: compares the numeric paths with no scheduling effects
-    "fused_1t": dict(fast_matmul=False, compile=False, fused_loss=True, omp=1, step_threads=1),
     "exact_1t": dict(fast_matmul=False, compile=False, fused_loss=False, omp=1, step_threads=1),
     # towers + reference loss under torch.compile, bf16 logits matmul
     "compiled_bf16": dict(fast_matmul=True, compile=True, fused_loss=False, step_threads=1),

@@ -123,7 +123,10 @@ class Settings(BaseSettings):
         description="Item-tower inputs, 'kind:column[:dim]' comma-separated; columns of the articles group.",
     )
     TWO_TOWER_NUM_THREADS: int = Field(default=1, description="torch intra-op threads while training.")
-    TWO_TOWER_STEP_THREADS: int = Field(default=2, description="Python threads sharing a training step's loss and updates.")
+    TWO_TOWER_STEP_THREADS: int = Field(
+        default=1,
+        description="Python threads sharing a training step's loss and updates (2 measured slower on 2 cores).",
+    )
     RETRIEVAL_K: int = 100
     RETRIEVAL_POPULAR_CANDIDATES: int = Field(
         default=50,

@@ -33,9 +33,10 @@ class TwoTowerConfig:
     num_threads: torch intra-op (OpenMP) threads while training (None: leave torch's setting).
     step_threads: Python worker threads inside a training step: the loss's row chunks and
       the per-table embedding updates run on them in parallel (torch releases the GIL in
-      its ops). The defaults (1 OpenMP thread, 2 step threads) suit a 2-core machine: no
-      OpenMP barrier in every small op, and no spinning threads when other processes
-      share the cores. Results are bit-identical for any value of step_threads.
+      its ops). Default 1: on the 2-core machine measured, 2 step threads were slower than
+      1 (138k vs 158k samples/s idle, 113k vs 146k under load; benchmarks/bench_two_tower.py),
+      and 1 OpenMP thread avoids a barrier in every small op. Results are bit-identical
+      for any value of step_threads.
     epoch_eval_rows: per-epoch validation metrics (model selection) use a seeded sample of
       customers with about this many rows when the window is larger (None: all rows);
       the final metrics always use the whole window.
@@ -71,7 +72,7 @@ class TwoTowerConfig:
     compile: bool = False
     seed: int = 42
     num_threads: int | None = 1
-    step_threads: int = 2
+    step_threads: int = 1
     eval_every_epoch: bool = True
     epoch_eval_rows: int | None = 20_000
     best_metric: str = "top_100_accuracy"
@@ -132,7 +133,7 @@ class TwoTowerConfig:
             popularity_prior_days=getattr(s, "TWO_TOWER_POPULARITY_PRIOR_DAYS", 14),
             prior_smoothing=float(getattr(s, "TWO_TOWER_PRIOR_SMOOTHING", 0.1)),
             num_threads=int(getattr(s, "TWO_TOWER_NUM_THREADS", 1)),
-            step_threads=int(getattr(s, "TWO_TOWER_STEP_THREADS", 2)),
+            step_threads=int(getattr(s, "TWO_TOWER_STEP_THREADS", 1)),
             seed=int(s.SEED),
             top_k=tuple(sorted(set(TOP_K) | {k})),
             customer_k=tuple(sorted(set(CUSTOMER_K) | {k})),
