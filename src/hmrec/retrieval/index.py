@@ -8,9 +8,6 @@ index can replace it behind the same ``retrieve`` when the catalogue grows.
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import tempfile
 from pathlib import Path
 
 import faiss
@@ -18,6 +15,7 @@ import numpy as np
 import polars as pl
 
 from hmrec.retrieval.model import TwoTowerModel
+from hmrec.store.atomic import replaced_folder
 
 
 class CandidateIndex:
@@ -78,21 +76,10 @@ class CandidateIndex:
     def save(self, path: str | Path) -> Path:
         """Ids (Parquet) + embeddings (.npy); the FAISS index is rebuilt on load (exact, cheap)."""
         path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
-        try:
+        with replaced_folder(path) as tmp:
             pl.DataFrame({"article_id": self.article_ids}).write_parquet(tmp / "article_ids.parquet")
             np.save(tmp / "embeddings.npy", self.embeddings)
             (tmp / "index.json").write_text(json.dumps({"kind": "IndexFlatIP", "n": len(self), "dim": self.dim}))
-            old = path.with_name(f".{path.name}.old")
-            if path.exists():
-                shutil.rmtree(old, ignore_errors=True)
-                os.replace(path, old)
-            os.replace(tmp, path)
-            shutil.rmtree(old, ignore_errors=True)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
         return path
 
     @classmethod

@@ -9,9 +9,6 @@ as the saved one did.
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -23,6 +20,7 @@ from hmrec.retrieval.config import TwoTowerConfig
 from hmrec.retrieval.features import FeatureSpec, FittedFeature, fit_feature
 from hmrec.retrieval.prior import PopularityPrior
 from hmrec.retrieval.towers import Tower
+from hmrec.store.atomic import replaced_folder
 
 FORMAT = "hmrec.two_tower"
 FORMAT_VERSION = 1
@@ -96,9 +94,7 @@ class TwoTowerModel(nn.Module):
     def save(self, path: str | Path) -> Path:
         """Write the model folder atomically (a crash leaves any previous version intact)."""
         path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
-        try:
+        with replaced_folder(path) as tmp:
             meta = {"format": FORMAT, "format_version": FORMAT_VERSION, "towers": {}}
             (tmp / "vocab").mkdir()
             for name, tower in (("query", self.query_tower), ("item", self.item_tower)):
@@ -121,18 +117,6 @@ class TwoTowerModel(nn.Module):
             arrays = {k: v.detach().cpu().numpy() for k, v in self.state_dict().items()}
             np.savez(tmp / "weights.npz", **arrays)
             (tmp / "model.json").write_text(json.dumps(meta, indent=2))
-            old = None
-            if path.exists():
-                old = path.with_name(f".{path.name}.old")
-                if old.exists():
-                    shutil.rmtree(old)
-                os.replace(path, old)
-            os.replace(tmp, path)
-            if old is not None:
-                shutil.rmtree(old, ignore_errors=True)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
         return path
 
     @classmethod
