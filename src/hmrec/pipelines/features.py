@@ -22,7 +22,6 @@ renumbered: an existing mapping is extended with new ids only.
 from __future__ import annotations
 
 import datetime as dt
-import json
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -40,6 +39,7 @@ from hmrec.features.ids import attach_codes, build_article_ids, build_customer_i
 from hmrec.features.transactions import build_transactions
 from hmrec.features.views import RETRIEVAL_VIEW, create_retrieval_view
 from hmrec.store import FeatureGroup, FeatureGroupNotFound, FeatureStore
+from hmrec.store.atomic import write_json
 from hmrec.store.events_log import ingested_seq, mark_ingested
 
 Progress = Callable[..., None]
@@ -206,12 +206,9 @@ def run_feature_pipeline(
 
 
 def _write_report(reports_dir: Path, summary: FeaturePipelineSummary) -> None:
-    """<home>/reports/features.json (written to a temp name, then renamed)."""
-    reports_dir.mkdir(parents=True, exist_ok=True)
+    """<home>/reports/features.json, written atomically."""
     payload = {"step": REPORT_STEP, "seconds": summary.seconds.get("total"), **summary.to_dict()}
-    tmp = reports_dir / f"{REPORT_STEP}.json.tmp"
-    tmp.write_text(json.dumps(payload, indent=2, default=str))
-    tmp.replace(reports_dir / f"{REPORT_STEP}.json")
+    write_json(reports_dir / f"{REPORT_STEP}.json", payload)
 
 
 __all__ = ["FeaturePipelineSummary", "RETRIEVAL_VIEW", "run_feature_pipeline"]

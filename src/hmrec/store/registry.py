@@ -15,12 +15,11 @@ objects never contend for one shared file.
 from __future__ import annotations
 
 import json
-import os
 import re
-import tempfile
 from pathlib import Path
 from typing import Any
 
+from hmrec.store.atomic import write_json  # noqa: F401  (the store modules call registry.write_json)
 from hmrec.store.errors import FeatureStoreError
 
 _NAME = re.compile(r"^[a-z][a-z0-9_]*$")
@@ -50,22 +49,6 @@ def metadata_path(root: Path, kind: str, name: str, version: int) -> Path:
 
 def table_path(root: Path, name: str, version: int) -> Path:
     return root / "offline" / key(name, version)
-
-
-def write_json(path: Path, payload: dict[str, Any]) -> None:
-    """Write atomically: temporary file in the same folder, fsync, rename."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            json.dump(payload, fh, indent=2, sort_keys=False, default=str)
-            fh.write("\n")
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def read_json(path: Path) -> dict[str, Any]:
