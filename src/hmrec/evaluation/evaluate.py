@@ -17,10 +17,7 @@ curves of the candidate generators).
 
 from __future__ import annotations
 
-import json
-import os
 import random
-import tempfile
 import time
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -36,7 +33,12 @@ from hmrec.evaluation.baselines import (
     RepurchasePopularityBaseline,
 )
 from hmrec.evaluation.metrics import CandidateScores, ListScores
-from hmrec.evaluation.split import EvaluationInputError, EvaluationSplit, split_test_week
+from hmrec.evaluation.split import (
+    EvaluationInputError,
+    EvaluationSplit,
+    split_test_week,
+)
+from hmrec.store.atomic import write_json
 
 #: recommend(customer_ids, k) -> {customer_id: [article_id, ...]} (best first)
 RecommendFn = Callable[[Sequence[str], int], Mapping[str, Sequence[str]]]
@@ -194,19 +196,9 @@ def evaluate_systems(
 
 
 def write_evaluation(result: EvaluationResult | Mapping[str, Any], reports_dir: Path | str) -> Path:
-    """Write <reports_dir>/evaluate.json atomically (temp file + rename): a crash keeps the old one."""
+    """Write <reports_dir>/evaluate.json atomically: a crash keeps the old one."""
     doc = result.to_dict() if isinstance(result, EvaluationResult) else dict(result)
-    target = Path(reports_dir) / REPORT_FILE
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".evaluate.", suffix=".json")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            json.dump(doc, fh, indent=2, sort_keys=False)
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return target
+    return write_json(Path(reports_dir) / REPORT_FILE, doc)
 
 
 def pick_examples(split: EvaluationSplit, n: int = 3, seed: int = 42) -> list[str]:

@@ -18,7 +18,6 @@ models are validated on the validation week; the test week is left to `hmrec eva
 from __future__ import annotations
 
 import datetime as dt
-import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,14 +28,26 @@ import polars as pl
 from hmrec.config import Settings
 from hmrec.features import groups
 from hmrec.features.views import RETRIEVAL_VIEW
-from hmrec.ranking import candidate_features, default_windows, load_inputs, ranking_feature_view, train_ranking
-from hmrec.registry import CandidatePyfunc, ModelRegistry, QueryPyfunc, RankingPyfunc, fingerprint
+from hmrec.ranking import (
+    candidate_features,
+    default_windows,
+    load_inputs,
+    ranking_feature_view,
+    train_ranking,
+)
+from hmrec.registry import (
+    CandidatePyfunc,
+    ModelRegistry,
+    QueryPyfunc,
+    RankingPyfunc,
+    fingerprint,
+)
 from hmrec.retrieval.config import TwoTowerConfig
 from hmrec.retrieval.index import CandidateIndex
-from hmrec.retrieval.model import TwoTowerModel
 from hmrec.retrieval.trainer import EpochStats, train
 from hmrec.serving.loading import candidate_budget, load_retrieval_stage
 from hmrec.store import FeatureStore
+from hmrec.store.atomic import write_json
 
 Progress = Callable[..., None]
 #: Feature group holding every article's candidate embedding (versioned with the rest).
@@ -59,12 +70,7 @@ class StageResult:
 
 def write_report(settings: Settings, step: str, payload: dict) -> Path:
     """<home>/reports/<step>.json, written atomically (DESIGN.md section 4)."""
-    reports = settings.reports_dir
-    reports.mkdir(parents=True, exist_ok=True)
-    tmp = reports / f".{step}.json.tmp"
-    tmp.write_text(json.dumps(payload, indent=2, default=str))
-    tmp.replace(reports / f"{step}.json")
-    return reports / f"{step}.json"
+    return write_json(settings.reports_dir / f"{step}.json", payload)
 
 
 def split_layout(fs: FeatureStore, settings: Settings) -> dict[str, dt.date]:

@@ -21,8 +21,6 @@ same way as the training rows.
 
 from __future__ import annotations
 
-import json
-import os
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -50,6 +48,7 @@ from hmrec.ranking.metrics import (
 )
 from hmrec.ranking.model import RankingModel
 from hmrec.ranking.negatives import CandidateFn, candidate_frame
+from hmrec.store.atomic import write_json
 
 Progress = Callable[[str], None]
 IMPORTANCE_PLOT = "ranking_feature_importance.png"
@@ -226,13 +225,8 @@ def plot_feature_importance(importance: dict[str, float], path: Path, top: int =
 
 
 def write_report(report: dict, reports_dir: Path) -> Path:
-    """Write <reports_dir>/ranking.json atomically (temp file + rename)."""
-    reports_dir.mkdir(parents=True, exist_ok=True)
-    target = reports_dir / REPORT_FILE
-    tmp = target.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(report, indent=2, default=str))
-    os.replace(tmp, target)
-    return target
+    """Write <reports_dir>/ranking.json atomically."""
+    return write_json(Path(reports_dir) / REPORT_FILE, report)
 
 
 def _fit(
