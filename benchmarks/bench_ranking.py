@@ -161,6 +161,7 @@ def main() -> None:
 
         phases: list[tuple[str, float, float]] = []
         t1 = time.perf_counter()
+        cpu0 = sum(resource.getrusage(resource.RUSAGE_SELF)[:2])  # user + system, the ranking step
 
         def progress(message: str) -> None:
             phases.append((message, time.perf_counter() - t1, _peak_rss_mb()))
@@ -197,6 +198,7 @@ def main() -> None:
             "evaluated_customers": result.report["metrics"]["catboost"]["n_customers"],
             "load_seconds": round(load_s, 2),
             "ranking_seconds": round(ranking_s, 2),
+            "cpu_seconds": round(sum(resource.getrusage(resource.RUSAGE_SELF)[:2]) - cpu0, 1),
             "phase_seconds": steps,
             "rss_after_load_mb": round(rss_loaded),
             "peak_rss_mb": round(_peak_rss_mb()),

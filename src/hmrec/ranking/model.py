@@ -38,7 +38,10 @@ def to_pool(
     label: str | None = None,
     group_id: np.ndarray | None = None,
 ) -> Pool:
-    """A CatBoost Pool of `feature_names` from a Polars frame; categories as strings, numbers as floats.
+    """A CatBoost Pool of `feature_names` from a Polars frame; categories as strings, numbers as float32.
+
+    float32 because CatBoost keeps features as float32 anyway: same model, half the
+    copy (a few hundred MB at full size).
 
     Categorical columns go over as pandas categoricals: CatBoost then hashes each
     distinct value once instead of every cell (13x faster at 500k rows, measured), and
@@ -52,7 +55,7 @@ def to_pool(
         [
             pl.col(c).cast(pl.String).fill_null(MISSING_CATEGORY).cast(pl.Categorical)
             if c in cats
-            else pl.col(c).cast(pl.Float64)
+            else pl.col(c).cast(pl.Float32)
             for c in feature_names
         ]
     ).to_pandas()
