@@ -91,9 +91,13 @@ def train_retrieval_stage(settings: Settings, progress: Progress | None = None, 
     layout = split_layout(fs, settings)
     train_df, val_df, _ = fv.train_validation_test_split(
         test_days=settings.TEST_DAYS, validation_days=settings.VALIDATION_DAYS)
-    train_df = train_df.filter(pl.col("t_dat") < layout["retrieval_train_end"])
-    articles = fs.get_feature_group(groups.ARTICLES.name, groups.ARTICLES.version).read()
     config = TwoTowerConfig.from_settings(settings)
+    # only the columns the towers read, then the time cut: at full size the view's other
+    # string columns and a filtered copy of all of them cost gigabytes for nothing
+    keep = ["customer_id", "article_id", "t_dat", *(f.column for f in config.query_features)]
+    keep = [c for c in dict.fromkeys(keep) if c in train_df.columns]
+    train_df = train_df.select(keep).filter(pl.col("t_dat") < layout["retrieval_train_end"])
+    articles = fs.get_feature_group(groups.ARTICLES.name, groups.ARTICLES.version).read()
     seconds = {"read": time.perf_counter() - t0}
 
     def on_epoch(stats: EpochStats) -> None:
