@@ -16,6 +16,8 @@ What it does:
    Reported: requests/s, p50/p95/p99/max latency, errors (non-2xx, socket errors,
    timeouts), and the server's CPU seconds per request (psutil), which does not depend
    on what else the machine runs.
+   The service answers concurrent requests in micro-batches (hmrec.serving.batching);
+   the mean batch size per level is read from /health (exact with one worker).
 4. With --profile, py-spy samples the server during one more run at 16 clients and the
    samples are summarised: where the request path spends its time.
 Figures are printed and written to benchmarks/results/serving.json.
@@ -141,6 +143,12 @@ def server_processes(proc: subprocess.Popen) -> list[psutil.Process]:
     return [parent, *parent.children(recursive=True)]
 
 
+def batch_counts(url: str) -> tuple[int, int]:
+    """(batches, requests) the micro-batcher of the worker answering /health has run."""
+    body = httpx.get(f"{url}/health", timeout=5).json()
+    return body.get("batches", 0), body.get("batched_requests", 0)
+
+
 def cpu_seconds(procs: list[psutil.Process]) -> float:
     total = 0.0
     for p in procs:
@@ -221,13 +229,13 @@ def summarise_profile(raw: Path, top: int = 15) -> dict:
     parts: Counter = Counter()
     total = 0
     markers = [
-        ("catboost Pool (inputs)", "_init (catboost/core.py"),
+        ("catboost Pool (inputs)", "Pool.__init__ (catboost/core.py"),
         ("catboost predict", "_base_predict"),
-        ("ranking features (lookups)", "features (hmrec/serving/lookups.py"),
+        ("ranking features (lookups)", "features_many (hmrec/serving/lookups.py"),
         ("stage 1: retrieval stage call", "__call__ (hmrec/retrieval/candidates.py"),
         ("two-tower pair scores", "score_pairs (hmrec/retrieval/candidates.py"),
         ("filter (stage 2)", "_filter_one (hmrec/serving/recommender.py"),
-        ("recommend (all 4 stages)", "recommend (hmrec/serving/recommender.py"),
+        ("recommend (all 4 stages)", "recommend_many (hmrec/serving/recommender.py"),
         ("JSON response", "render (starlette/responses.py"),
         ("idle (waiting for requests)", "select (selectors.py"),
     ]
@@ -320,18 +328,23 @@ def main() -> None:
         try:
             for clients in [int(c) for c in args.concurrency.split(",")]:
                 drive(clients, args.warmup)
+                batches0 = batch_counts(url)
                 cpu0 = cpu_seconds(procs)
                 la = os.getloadavg()[0]
                 res = drive(clients, args.duration)
                 cpu = cpu_seconds(procs) - cpu0
+                batches1 = batch_counts(url)
+                n_batches = batches1[0] - batches0[0]
                 res.update(clients=clients,
                            server_cpu_ms_per_request=round(cpu / max(res["requests"], 1) * 1000, 3),
-                           server_cpu_cores=round(cpu / res["seconds"], 2), load_average_1m=round(la, 2))
+                           server_cpu_cores=round(cpu / res["seconds"], 2), load_average_1m=round(la, 2),
+                           # with several workers /health reaches one of them: indicative only
+                           mean_batch_size=round((batches1[1] - batches0[1]) / n_batches, 2) if n_batches > 0 else None)
                 levels.append(res)
                 print(f"  {clients:>3} clients: {res['rps']:>7.1f} req/s  p50 {res['p50_ms']:.1f} ms  "
                       f"p95 {res['p95_ms']:.1f} ms  p99 {res['p99_ms']:.1f} ms  max {res['max_ms']:.1f} ms  "
                       f"errors {res['errors']}  server CPU {res['server_cpu_ms_per_request']:.2f} ms/req "
-                      f"(load avg {la:.1f})", flush=True)
+                      f"batch ~{res['mean_batch_size']} (load avg {la:.1f})", flush=True)
             if args.profile and workers == 1:
                 prof = profile(proc.pid, url, ids_file, script, max(args.duration, 10), args.seed, work)
             rss_mb = sum(p.memory_info().rss for p in procs if p.is_running()) / 2**20

@@ -236,7 +236,8 @@ def test_vectorised_features_equal_the_offline_feature_rows(rec):
     flat_a = [a for arts in lists for a in arts]
     scores = rec.retrieval.score_pairs(flat_c, flat_a, day)
     rows = [np.array([lookups.article_row[a] for a in arts]) for arts in lists]
-    got = lookups.features_many(customers, day, rows, scores)
+    block = lookups.features_many(customers, day, rows, scores)
+    got = block.features_data()
 
     pairs = pl.DataFrame({"customer_id": flat_c, "article_id": flat_a,
                           "as_of": [day] * len(flat_c)}, schema_overrides={"as_of": pl.Date})
@@ -254,3 +255,29 @@ def test_vectorised_features_equal_the_offline_feature_rows(rec):
     assert got.num_feature_data[:, k].max() >= 1
     k = lookups.num_names.index("days_since_product_purchase")
     assert (got.num_feature_data[:, k] < 9999).sum() >= 5
+
+
+def test_both_pool_layouts_give_the_same_scores(rec):
+    """A large block goes to CatBoost as pandas categoricals, a small one as FeaturesData:
+    the scores must not depend on which."""
+    from catboost import Pool
+
+    from hmrec.serving.lookups import PANDAS_MIN_ROWS
+
+    lookups = rec._ready_lookups()
+    day = rec.last_day() + dt.timedelta(days=1)
+    customers = rec.customers["customer_id"].head(40).to_list() + ["9" * 64]
+    arts = rec.articles["article_id"].to_list()
+    per = PANDAS_MIN_ROWS // len(customers) + 5
+    lists = [[arts[(7 * i + j) % len(arts)] for j in range(per)] for i in range(len(customers))]
+    flat_c = [c for c, a in zip(customers, lists) for _ in a]
+    flat_a = [a for lst in lists for a in lst]
+    block = lookups.features_many(customers, day, [np.array([lookups.article_row[a] for a in lst]) for lst in lists],
+                                  rec.retrieval.score_pairs(flat_c, flat_a, day))
+    assert len(block) >= PANDAS_MIN_ROWS
+    big = lookups.predict(block)
+    model = lookups.model
+    small = (model.predict_proba(Pool(block.features_data(), thread_count=1))[:, 1] if lookups.kind == "classifier"
+             else model.predict(Pool(block.features_data(), thread_count=1)))
+    np.testing.assert_array_equal(big, small)
+    assert len(set(np.round(big, 6))) > 10  # not a constant model

@@ -511,7 +511,8 @@ def create_app(settings: Settings, recommender: FourStageRecommender | None = No
             service.catch_up()
         state = service.state
         body: dict[str, Any] = {"status": service.status if state is None else "ok",
-                                "reloading": service.reloading, "error": service.error}
+                                "reloading": service.reloading, "error": service.error,
+                                "batches": batcher.batches, "batched_requests": batcher.items}
         if state is not None:
             rec = state.recommender
             last = rec.last_day()

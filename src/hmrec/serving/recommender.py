@@ -57,9 +57,10 @@ POPULARITY_DAYS = 7
 EMBEDDING_TABLES = 4
 
 
-#: Queries per FAISS search in a micro-batch. FAISS scores fewer than 20 queries one by one
-#: (the kernel a single request uses) and more with one BLAS matrix product, which rounds
-#: differently; chunks below that keep a batched answer bit-identical to a single one.
+#: Queries per FAISS search in a micro-batch. FAISS scores a small number of queries one
+#: by one (the kernel a single request uses) and many with one BLAS matrix product, which
+#: rounds differently (the switch is faiss.cvar.distance_compute_blas_threshold: 20 in
+#: older releases); chunks this small keep a batched answer bit-identical to a single one.
 FAISS_CHUNK = 16
 
 

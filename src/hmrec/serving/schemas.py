@@ -133,6 +133,8 @@ class Health(BaseModel):
     loaded_at: str | None = None
     reloading: bool = False
     error: str | None = None
+    batches: int = Field(0, description="Micro-batches this worker has answered recommendations in")
+    batched_requests: int = Field(0, description="Recommendation requests answered in them")
 
 
 class ReloadAccepted(BaseModel):
