@@ -28,7 +28,6 @@ import math
 from collections.abc import Iterable, Mapping, Sequence
 
 import numpy as np
-from sklearn.metrics import classification_report, precision_recall_fscore_support, roc_auc_score
 
 #: The Kaggle competition's list length.
 K_DEFAULT = 12
@@ -115,6 +114,8 @@ def classification_metrics(
     s = np.asarray(y_score, dtype=float)
     if y.shape != s.shape:
         raise ValueError(f"y_true has shape {y.shape} but y_score has shape {s.shape}")
+    from sklearn.metrics import precision_recall_fscore_support, roc_auc_score  # lazily: see leakage.py
+
     pred = (s >= threshold).astype(int)
     precision, recall, f1, _ = precision_recall_fscore_support(
         y, pred, average="binary", zero_division=0
@@ -132,6 +133,8 @@ def classification_report_text(
     y_true: Sequence[int] | np.ndarray, y_score: Sequence[float] | np.ndarray, threshold: float = 0.5
 ) -> str:
     """scikit-learn's per-class report, as the reference course logs it."""
+    from sklearn.metrics import classification_report
+
     y = np.asarray(y_true).astype(int)
     pred = (np.asarray(y_score, dtype=float) >= threshold).astype(int)
     return str(classification_report(y, pred, labels=[0, 1], digits=4, zero_division=0))
