@@ -64,3 +64,19 @@ def test_home_from_environment(tmp_path):
     result = hmrec("data", "generate", "--customers", "30", env={"HMREC_HOME": str(home)})
     assert result.returncode == 0, result.stderr
     assert (home / "data" / "customers.csv").exists()
+
+
+def test_a_users_data_dir_is_used_whole_unless_a_size_is_chosen(tmp_path, monkeypatch):
+    """`hmrec run --data-dir DIR` on someone's Kaggle files must not sample 1,000 customers."""
+    from hmrec.cli import make_settings
+    from hmrec.config import CustomerDataSize
+
+    monkeypatch.delenv("CUSTOMER_DATA_SIZE", raising=False)
+    monkeypatch.delenv("HMREC_DATA_DIR", raising=False)
+    monkeypatch.chdir(tmp_path)  # no .env here
+    assert make_settings(tmp_path / "h").CUSTOMER_DATA_SIZE is CustomerDataSize.SMALL  # generated data
+    assert make_settings(tmp_path / "h", tmp_path / "kaggle").CUSTOMER_DATA_SIZE is CustomerDataSize.FULL
+    chosen = make_settings(tmp_path / "h", tmp_path / "kaggle", CUSTOMER_DATA_SIZE=CustomerDataSize.MEDIUM)
+    assert chosen.CUSTOMER_DATA_SIZE is CustomerDataSize.MEDIUM
+    monkeypatch.setenv("CUSTOMER_DATA_SIZE", "LARGE")
+    assert make_settings(tmp_path / "h", tmp_path / "kaggle").CUSTOMER_DATA_SIZE is CustomerDataSize.LARGE

@@ -41,13 +41,21 @@ SeedOpt = typer.Option(None, "--seed", help="Random seed (env SEED).")
 
 
 def make_settings(home: Optional[Path] = None, data_dir: Optional[Path] = None, **overrides) -> Settings:
-    """Settings from env/.env, with the CLI flags that were given taking precedence."""
+    """Settings from env/.env, with the CLI flags that were given taking precedence.
+
+    A user's own ``--data-dir`` is used whole (FULL) unless a size was chosen (flag, env or
+    .env): the SMALL default is for generated data, and silently sampling 1,000 customers
+    of someone's Kaggle files would surprise them.
+    """
     kwargs = {k: v for k, v in overrides.items() if v is not None}
     if home is not None:
         kwargs["HOME_DIR"] = home
     if data_dir is not None:
         kwargs["DATA_DIR"] = data_dir
-    return Settings(**kwargs)
+    settings = Settings(**kwargs)
+    if settings.DATA_DIR is not None and "CUSTOMER_DATA_SIZE" not in settings.model_fields_set:
+        settings = Settings(**kwargs, CUSTOMER_DATA_SIZE=CustomerDataSize.FULL)
+    return settings
 
 
 def fails_cleanly(fn):
