@@ -107,3 +107,30 @@ def test_evaluation_sample_and_thinned_training_rows(world: dict) -> None:
     n_train_customers_upper = rows["train_positives"]  # every kept customer has >= 1 positive
     assert rows["train"] - rows["train_positives"] <= 8 * n_train_customers_upper
     assert res.report["max_eval_customers"] == 50
+
+
+def test_comparison_models_are_skipped_above_the_row_cap_and_the_report_says_why(world: dict, result) -> None:
+    full, _ = result
+    capped = _train(world, yetirank=True, compare_max_rows=100)
+    r = capped.report
+    assert set(r["metrics"]) == SYSTEMS - {"catboost_yetirank", "catboost_random_negatives"}
+    assert "YetiRank, random negatives" in r["comparisons_skipped"]
+    assert f"{r['rows']['train']:,} training rows" in r["comparisons_skipped"] and "100" in r["comparisons_skipped"]
+    assert r["compare_max_rows"] == 100 and r["rows"]["train_random_negatives"] is None
+    assert capped.variants == {}
+    # the model that is served does not depend on the diagnostics
+    assert r["metrics"]["catboost"] == full.report["metrics"]["catboost"]
+    # under the cap (or without one) they are fitted and nothing is reported skipped
+    assert full.report["comparisons_skipped"] is None
+    roomy = _train(world, compare_random_negatives=False, yetirank=True, compare_max_rows=10**9)
+    assert "catboost_yetirank" in roomy.report["metrics"] and roomy.report["comparisons_skipped"] is None
+
+
+def test_comparisons_skipped_names_only_what_was_asked() -> None:
+    from hmrec.ranking.trainer import comparisons_skipped
+
+    assert comparisons_skipped(5, 10, True, True) is None
+    assert comparisons_skipped(50, None, True, True) is None
+    assert comparisons_skipped(50, 10, False, False) is None
+    assert comparisons_skipped(2_300_000, 1_000_000, False, True) == (
+        "comparison models (random negatives) skipped: 2,300,000 training rows > RANKING_COMPARE_MAX_ROWS 1,000,000")

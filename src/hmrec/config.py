@@ -172,6 +172,12 @@ class Settings(BaseSettings):
         description="Also fit CatBoostRanker (YetiRank, grouped by customer and week) on the same rows "
         "and report it beside the classifier.",
     )
+    RANKING_COMPARE_MAX_ROWS: int | None = Field(
+        default=1_000_000,
+        description="Skip the comparison models (YetiRank, random negatives) when the ranker's training "
+        "rows outnumber this (FULL: ~2.3M rows, ~8 min of diagnostics); the skip and its reason go to "
+        "ranking.json. None: always fit them.",
+    )
 
     # --- serving -------------------------------------------------------------------
     FILTER_POLICY: str = Field(

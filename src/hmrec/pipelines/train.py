@@ -200,6 +200,7 @@ def train_ranking_stage(settings: Settings, progress: Progress | None = None, fo
         max_eval_customers=settings.RANKING_MAX_EVAL_CUSTOMERS,
         compare_random_negatives=settings.RANKING_COMPARE_RANDOM_NEGATIVES,
         yetirank=settings.RANKING_COMPARE_YETIRANK,
+        compare_max_rows=settings.RANKING_COMPARE_MAX_ROWS,
         reports_dir=settings.reports_dir, progress=say,
     )
     seconds["train"] = time.perf_counter() - t1
@@ -221,4 +222,5 @@ def train_ranking_stage(settings: Settings, progress: Progress | None = None, fo
     seconds["total"] = time.perf_counter() - t0
     return StageResult("ranking", result.report["metrics"], [reg], seconds,
                        {"feature_importance": result.feature_importance,
-                        "train_rows": result.train_rows, "validation_rows": result.validation_rows})
+                        "train_rows": result.train_rows, "validation_rows": result.validation_rows,
+                        "comparisons_skipped": result.report.get("comparisons_skipped")})

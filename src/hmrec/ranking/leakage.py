@@ -29,21 +29,40 @@ def _folded_auc(y: np.ndarray, s: np.ndarray) -> float:
 
 
 def _encoded(df: pl.DataFrame, column: str, label: str, seed: int) -> np.ndarray:
-    """Out-of-fold positive rate of each category (null is a category): an honest score."""
+    """Out-of-fold positive rate of each category (null is a category): an honest score.
+
+    Vectorised (category codes + bincount): a Python loop over categories took minutes
+    on a FULL training frame (2.3M rows)."""
     rng = np.random.default_rng(seed)
     fold = rng.integers(0, 2, df.height)
-    values = df[column].cast(pl.String).fill_null("<null>").to_numpy()
+    codes = (
+        df.select(pl.col(column).cast(pl.String).fill_null("<null>").rank("dense"))
+        .to_series().to_numpy().astype(np.int64) - 1
+    )
+    n_codes = int(codes.max()) + 1 if codes.size else 0
     y = df[label].to_numpy().astype(float)
     out = np.empty(df.height)
     for f in (0, 1):
         fit, apply = fold != f, fold == f
         prior = y[fit].mean() if fit.any() else 0.0
-        rates: dict = {}
-        for v in np.unique(values[fit]):
-            sel = fit & (values == v)
-            rates[v] = y[sel].mean()
-        out[apply] = [rates.get(v, prior) for v in values[apply]]
+        counts = np.bincount(codes[fit], minlength=n_codes)
+        sums = np.bincount(codes[fit], weights=y[fit], minlength=n_codes)
+        rates = np.divide(sums, counts, out=np.full(n_codes, prior), where=counts > 0)
+        out[apply] = rates[codes[apply]]
     return out
+
+
+def null_shares(df: pl.DataFrame, features: Sequence[str], label: str = "label") -> dict[str, tuple[float, float]]:
+    """{feature: (null share among positives, among negatives)} in one Polars pass."""
+    if not features:
+        return {}
+    pos = pl.col(label) == 1
+    row = df.select(
+        *(pl.col(c).is_null().filter(pos).mean().alias(f"p{i}") for i, c in enumerate(features)),
+        *(pl.col(c).is_null().filter(~pos).mean().alias(f"n{i}") for i, c in enumerate(features)),
+    ).row(0)
+    n = len(features)
+    return {c: (float(row[i] or 0.0), float(row[n + i] or 0.0)) for i, c in enumerate(features)}
 
 
 def feature_separation(
@@ -56,13 +75,11 @@ def feature_separation(
     target encoding with null as its own category.
     """
     y = df[label].to_numpy().astype(int)
-    pos = y == 1
     cats = set(categorical_columns(df, features))
+    shares = null_shares(df, features, label)
     rows = []
     for c in features:
-        nulls = df[c].is_null().to_numpy()
-        share_pos = float(nulls[pos].mean()) if pos.any() else 0.0
-        share_neg = float(nulls[~pos].mean()) if (~pos).any() else 0.0
+        share_pos, share_neg = shares[c]
         if c in cats:
             score = _encoded(df, c, label, seed)
         else:
@@ -85,7 +102,10 @@ def feature_separation(
 def null_pattern_leaks(
     df: pl.DataFrame, features: Sequence[str], label: str = "label", max_gap: float = 0.05
 ) -> dict[str, float]:
-    """{feature: null-share gap} for features missing much more often in one class."""
-    sep = feature_separation(df, features, label)
-    bad = sep.filter(pl.col("null_share_gap") > max_gap)
-    return dict(zip(bad["feature"].to_list(), bad["null_share_gap"].to_list()))
+    """{feature: null-share gap} for features missing much more often in one class, largest first.
+
+    Only the null shares are needed (feature_separation's null_share_gap, without its
+    per-feature AUCs: those took most of the check's minutes at FULL size)."""
+    gaps = {c: abs(p - n) for c, (p, n) in null_shares(df, features, label).items()}
+    bad = sorted(((c, g) for c, g in gaps.items() if g > max_gap), key=lambda cg: -cg[1])
+    return dict(bad)

@@ -253,6 +253,17 @@ def _fit(
     return model.fit(fit_rows, features, valid=stop_rows)
 
 
+def comparisons_skipped(
+    train_rows: int, max_rows: int | None, yetirank: bool, random_negatives: bool
+) -> str | None:
+    """Why the comparison models are not fitted (None: they are, or none was asked for)."""
+    asked = [name for name, on in (("YetiRank", yetirank), ("random negatives", random_negatives)) if on]
+    if not asked or max_rows is None or train_rows <= max_rows:
+        return None
+    return (f"comparison models ({', '.join(asked)}) skipped: {train_rows:,} training rows > "
+            f"RANKING_COMPARE_MAX_ROWS {max_rows:,}")
+
+
 def train_ranking(
     transactions: pl.DataFrame | pl.LazyFrame,
     articles: pl.DataFrame,
@@ -271,6 +282,7 @@ def train_ranking(
     holdout_share: float = 0.1,
     compare_random_negatives: bool = True,
     yetirank: bool = False,
+    compare_max_rows: int | None = None,
     negatives_per_customer: int | None = None,
     max_eval_customers: int | None = None,
     max_train_customers: int | None = None,
@@ -293,6 +305,9 @@ def train_ranking(
     compare_random_negatives: also fit the reference's random-negative variant and
     report it as ``catboost_random_negatives``. yetirank: also fit CatBoostRanker
     (YetiRank) on the same rows as ``catboost_yetirank``.
+    compare_max_rows: skip both comparison models when the training rows outnumber
+    this (they are diagnostics; at FULL size they cost several minutes); the report's
+    ``comparisons_skipped`` says why. None: fit them at any size.
     negatives_per_customer: thin retrieval negatives of the TRAINING rows to at most
     this many per customer and window (see build_ranking_dataset); validation rows are
     never thinned.
@@ -338,6 +353,11 @@ def train_ranking(
     main = _fit("classifier", params, train, valid, early_stopping, holdout_share, seed)
     models = {"catboost": main}
 
+    skipped = comparisons_skipped(train.height, compare_max_rows, yetirank, compare_random_negatives
+                                  and negatives != "random")
+    if skipped is not None:
+        say(skipped)
+        yetirank = compare_random_negatives = False
     if yetirank:
         say("fitting CatBoostRanker (YetiRank)")
         models["catboost_yetirank"] = _fit(
@@ -390,6 +410,8 @@ def train_ranking(
         "candidate_recall_at_k": candidate_recall(cand_rows, actual),
         # features missing far more often in one class (should be empty; see leakage.py)
         "null_pattern_leaks": leaks,
+        "comparisons_skipped": skipped,
+        "compare_max_rows": compare_max_rows,
         "negatives": negatives,
         "positives": positives or ("retrieved" if negatives == "retrieval" else "all"),
         "k": k,
@@ -414,7 +436,7 @@ def train_ranking(
         plot = plot_feature_importance(importance, Path(reports_dir) / IMPORTANCE_PLOT)
         report["feature_importance_plot"] = str(plot)
         write_report(report, Path(reports_dir))
-    say("done")
+    say("done" if skipped is None else f"done ({skipped})")
     return RankingResult(
         model=main,
         report=report,
@@ -429,6 +451,7 @@ __all__ = [
     "ID_COLUMNS",
     "RankingResult",
     "candidate_features",
+    "comparisons_skipped",
     "default_windows",
     "evaluate_reranking",
     "global_popularity",
