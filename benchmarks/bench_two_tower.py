@@ -14,9 +14,13 @@ as real data does). For each variant it times ``--batches`` training steps at ba
 2048 (after a warm-up), extrapolates the time of one epoch over all rows (plus the
 epoch's shuffle), and reports the peak RSS of the process. Variants:
 
-- default:       what train() runs: fused fp32 loss, 1 OpenMP thread, 1 step thread
-- default_bf16:  the same with the bf16 logits matmul (TWO_TOWER_FAST_MATMUL)
-- step_threads_2: the default with the loss's row ranges and the embedding updates on 2
+- default:       what train() runs: the C loss kernel (native_loss.py) on all cores,
+                 1 OpenMP thread, 1 step thread
+- native_1t:     the C loss kernel on one thread
+- torch_fused:   the PyTorch fused fp32 loss (TWO_TOWER_LOSS_KERNEL=torch; the fallback
+                 without a C compiler)
+- default_bf16:  the PyTorch fused loss with the bf16 logits matmul (TWO_TOWER_FAST_MATMUL)
+- step_threads_2: the PyTorch fused loss with the loss's row ranges and the embedding updates on 2
                  Python threads (TWO_TOWER_STEP_THREADS=2)
 - fused_omp:     fused loss, OpenMP parallelism (--threads), no step threads
 - exact_omp:     plain fp32 eager reference loss (B x B logits, cross-entropy, autograd)
@@ -54,14 +58,18 @@ from hmrec.retrieval.trainer import EncodedSplit, StepEngine, log_q_table
 RESULTS = Path(__file__).resolve().parent / "results"
 FULL_ROWS = 31_788_324
 VARIANTS = {
-    # the trainer's defaults: fused fp32 loss, 1 OpenMP thread, the step's independent work
-    # (loss row ranges, per-table embedding updates) on 2 Python threads
+    # the trainer's defaults: the C loss kernel on every core, 1 OpenMP thread, 1 step thread
     "default": dict(fast_matmul=False, compile=False, fused_loss=True, omp=1, step_threads=1),
+    # the C loss kernel on one thread
+    "native_1t": dict(fast_matmul=False, compile=False, fused_loss=True, omp=1, step_threads=1, loss_threads=1),
+    # the PyTorch fused loss (the default before the C kernel, and the fallback without a compiler)
+    "torch_fused": dict(fast_matmul=False, compile=False, fused_loss=True, omp=1, step_threads=1, loss_kernel="torch"),
     "default_bf16": dict(fast_matmul=True, compile=False, fused_loss=True, omp=1, step_threads=1),
     # the loss's row ranges and the per-table embedding updates on 2 Python threads
-    "step_threads_2": dict(fast_matmul=False, compile=False, fused_loss=True, omp=1, step_threads=2),
+    "step_threads_2": dict(fast_matmul=False, compile=False, fused_loss=True, omp=1, step_threads=2,
+                           loss_kernel="torch"),
     # the same fused loss with OpenMP doing the parallelism (--threads)
-    "fused_omp": dict(fast_matmul=False, compile=False, fused_loss=True, step_threads=1),
+    "fused_omp": dict(fast_matmul=False, compile=False, fused_loss=True, step_threads=1, loss_kernel="torch"),
     # plain fp32 eager: reference in-batch softmax (B x B logits, cross-entropy, autograd)
     "exact_omp": dict(fast_matmul=False, compile=False, fused_loss=False, step_threads=1),
     # one thread, nothing in parallel: compares the numeric paths with no scheduling effects
@@ -135,6 +143,8 @@ def time_variant(
         compile=v["compile"],
         seed=args.seed,
         step_threads=v.get("step_threads", 1),
+        loss_kernel=v.get("loss_kernel", "auto"),
+        loss_threads=v.get("loss_threads"),
     )
     torch.set_num_threads(v.get("omp", args.threads))
     model = build_model(config, args.customers, args.articles)

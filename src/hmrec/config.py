@@ -127,6 +127,14 @@ class Settings(BaseSettings):
         default=1,
         description="Python threads sharing a training step's loss and updates (2 measured slower on 2 cores).",
     )
+    TWO_TOWER_LOSS_KERNEL: str = Field(
+        default="auto",
+        description="In-batch softmax implementation: 'auto' (C kernel built at first use if a C "
+        "compiler exists, else PyTorch), 'native' (C kernel or error), 'torch'.",
+    )
+    TWO_TOWER_LOSS_THREADS: int | None = Field(
+        default=None, description="Threads of the C loss kernel (None: the CPU count, at most 4)."
+    )
     RETRIEVAL_K: int = 100
     RETRIEVAL_POPULAR_CANDIDATES: int = Field(
         default=50,

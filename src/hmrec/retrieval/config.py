@@ -18,6 +18,8 @@ from hmrec.retrieval.features import (
 
 #: K values for top-K accuracy (the course's "top-100 accuracy" is K=100).
 TOP_K: tuple[int, ...] = (1, 5, 10, 50, 100)
+#: Implementations of the in-batch softmax (see loss.py and native_loss.py).
+LOSS_KERNELS: tuple[str, ...] = ("auto", "native", "torch")
 #: K values for per-customer Recall/Precision/NDCG (12 is the Kaggle cut-off).
 CUSTOMER_K: tuple[int, ...] = (12, 100)
 
@@ -37,6 +39,11 @@ class TwoTowerConfig:
       1 (138k vs 158k samples/s idle, 113k vs 146k under load; benchmarks/bench_two_tower.py),
       and 1 OpenMP thread avoids a barrier in every small op. Results are bit-identical
       for any value of step_threads.
+    loss_kernel: "auto" (default): the C kernel of native_loss.py when a C compiler built
+      it and the logits are fp32, else the PyTorch fused loss; "native": the C kernel or an
+      error; "torch": the PyTorch fused loss. Same values within float rounding.
+    loss_threads: threads running the C kernel's row ranges (None: the CPU count, at most
+      native_loss.RANGES); results are bit-identical for any value.
     epoch_eval_rows: per-epoch validation metrics (model selection) use a seeded sample of
       customers with about this many rows when the window is larger (None: all rows);
       the final metrics always use the whole window.
@@ -82,6 +89,8 @@ class TwoTowerConfig:
     top_k: tuple[int, ...] = TOP_K
     customer_k: tuple[int, ...] = CUSTOMER_K
     loss_chunk: int = 256
+    loss_kernel: str = "auto"
+    loss_threads: int | None = None
     batching: str = "time_local"
     popularity_prior_days: int | None = 14
     prior_smoothing: float = 0.1
@@ -92,6 +101,10 @@ class TwoTowerConfig:
                 raise ValueError(f"TwoTowerConfig.{name} must be >= 1, got {getattr(self, name)!r}")
         if self.learning_rate <= 0:
             raise ValueError(f"TwoTowerConfig.learning_rate must be > 0, got {self.learning_rate!r}")
+        if self.loss_kernel not in LOSS_KERNELS:
+            raise ValueError(f"TwoTowerConfig.loss_kernel must be one of {', '.join(LOSS_KERNELS)}, got {self.loss_kernel!r}")
+        if self.loss_threads is not None and self.loss_threads < 1:
+            raise ValueError(f"TwoTowerConfig.loss_threads must be >= 1 or None, got {self.loss_threads!r}")
         if self.batching not in ("time_local", "shuffle"):
             raise ValueError(f"TwoTowerConfig.batching must be 'time_local' or 'shuffle', got {self.batching!r}")
         if self.popularity_prior_days is not None and self.popularity_prior_days < 1:
@@ -134,6 +147,8 @@ class TwoTowerConfig:
             prior_smoothing=float(getattr(s, "TWO_TOWER_PRIOR_SMOOTHING", 0.1)),
             num_threads=int(getattr(s, "TWO_TOWER_NUM_THREADS", 1)),
             step_threads=int(getattr(s, "TWO_TOWER_STEP_THREADS", 1)),
+            loss_kernel=str(getattr(s, "TWO_TOWER_LOSS_KERNEL", "auto")),
+            loss_threads=getattr(s, "TWO_TOWER_LOSS_THREADS", None),
             seed=int(s.SEED),
             top_k=tuple(sorted(set(TOP_K) | {k})),
             customer_k=tuple(sorted(set(CUSTOMER_K) | {k})),

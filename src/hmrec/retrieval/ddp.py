@@ -11,6 +11,9 @@ rows per batch, so the processes all-gather (row ids, row gradients), divide by 
 world size (DDP's averaging) and apply the identical row-sparse AdamW update, which
 keeps every replica bit-identical without all-reducing 1.37M x 16 tables.
 
+Options not given keep the TWO_TOWER_* settings (environment or .env), so a run is
+configured like ``hmrec train retrieval``; each process runs the loss on one thread.
+
 Rank 0 writes ``DIR/model`` (TwoTowerModel.save) and ``DIR/result.json`` (history,
 best epoch, metrics, and whether all replicas ended identical).
 """
@@ -29,6 +32,7 @@ import torch.distributed as dist
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
+from hmrec.config import Settings
 from hmrec.retrieval.config import TwoTowerConfig
 from hmrec.retrieval.trainer import Parallel, train
 
@@ -81,14 +85,14 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--val", type=Path, default=None, help="validation split (Parquet)")
     p.add_argument("--articles", required=True, type=Path, help="article catalogue (Parquet)")
     p.add_argument("--out", required=True, type=Path, help="output folder (rank 0 writes model/ and result.json)")
-    d = TwoTowerConfig()
-    p.add_argument("--batch-size", type=int, default=d.batch_size, help="global batch, split over ranks")
-    p.add_argument("--epochs", type=int, default=d.num_epochs)
-    p.add_argument("--lr", type=float, default=d.learning_rate)
-    p.add_argument("--weight-decay", type=float, default=d.weight_decay)
-    p.add_argument("--seed", type=int, default=d.seed)
+    # unset options keep the TWO_TOWER_* settings (environment / .env), as `hmrec train` does
+    p.add_argument("--batch-size", type=int, default=None, help="global batch, split over ranks")
+    p.add_argument("--epochs", type=int, default=None)
+    p.add_argument("--lr", type=float, default=None)
+    p.add_argument("--weight-decay", type=float, default=None)
+    p.add_argument("--seed", type=int, default=None)
     p.add_argument("--threads", type=int, default=1, help="torch threads per process")
-    p.add_argument("--fast-matmul", action="store_true")
+    p.add_argument("--fast-matmul", action="store_true", default=None)
     return p.parse_args(argv)
 
 
@@ -97,16 +101,20 @@ def main(argv: list[str] | None = None) -> int:
     dist.init_process_group("gloo")
     try:
         rank, world = dist.get_rank(), dist.get_world_size()
+        given = {
+            "batch_size": args.batch_size,
+            "num_epochs": args.epochs,
+            "learning_rate": args.lr,
+            "weight_decay": args.weight_decay,
+            "seed": args.seed,
+            "fast_matmul": args.fast_matmul,
+        }
         config = replace(
-            TwoTowerConfig(),
-            batch_size=args.batch_size,
-            num_epochs=args.epochs,
-            learning_rate=args.lr,
-            weight_decay=args.weight_decay,
-            seed=args.seed,
+            TwoTowerConfig.from_settings(Settings()),
+            **{k: v for k, v in given.items() if v is not None},
             num_threads=args.threads,
             step_threads=1,  # one process per core already
-            fast_matmul=args.fast_matmul,
+            loss_threads=1,
         )
         for path in (args.train, args.articles, args.val):
             if path is not None and not path.exists():

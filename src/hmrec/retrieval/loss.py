@@ -25,6 +25,9 @@ place, E @ I, the row sums, and one matmul for the item gradients. Rows whose
 normaliser underflows (a very loose bound) are recomputed exactly. With
 ``low_precision`` the logits matmul runs in bf16 (fp32 accumulation; log q and the
 bound are split in two bf16 columns each so they stay exact); exp and gradients stay fp32.
+
+:func:`native_in_batch_softmax_loss` does the same in a small C kernel (native_loss.py),
+about twice as fast on one core and parallel over row ranges without Python per chunk.
 """
 
 from __future__ import annotations
@@ -34,6 +37,8 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import torch
 import torch.nn.functional as F
+
+from hmrec.retrieval import native_loss
 
 
 def in_batch_logits(
@@ -83,7 +88,7 @@ def accidental_hit_pairs(item_keys: torch.Tensor) -> tuple[torch.Tensor, torch.T
     batches of real data repeat hundreds of best sellers.
     """
     k = item_keys.detach().cpu().numpy()
-    order = np.argsort(k, kind="stable")
+    order = np.argsort(k)  # any order of equal keys gives the same pairs
     sk = k[order]
     same_as_next = sk[1:] == sk[:-1]
     if not same_as_next.any():
@@ -284,3 +289,40 @@ def fused_in_batch_softmax_loss(
     return _FusedInBatchSoftmax.apply(
         query, item, log_q, hit_rows, hit_cols, bool(low_precision), int(chunk), int(threads)
     )
+
+
+class _LossWithGrads(torch.autograd.Function):
+    """A loss whose gradients were computed with it: backward only scales them."""
+
+    @staticmethod
+    def forward(ctx, query, item, loss, d_query, d_item):  # type: ignore[override]
+        ctx.save_for_backward(d_query, d_item)
+        return loss
+
+    @staticmethod
+    def backward(ctx, grad_out):  # type: ignore[override]
+        d_query, d_item = ctx.saved_tensors
+        return grad_out * d_query, grad_out * d_item, None, None, None
+
+
+def native_in_batch_softmax_loss(
+    query: torch.Tensor,
+    item: torch.Tensor,
+    log_q: torch.Tensor | None = None,
+    item_keys: torch.Tensor | None = None,
+    remove_accidental_hits: bool = False,
+    threads: int = 1,
+) -> torch.Tensor:
+    """Same value and gradients as :func:`in_batch_softmax_loss` (fp32), from the C kernel.
+
+    Raises RuntimeError where the kernel cannot be built (see native_loss.available).
+    Gradients are computed in the forward pass, so call it once per backward.
+    """
+    hit_rows = hit_cols = None
+    if remove_accidental_hits:
+        if item_keys is None:
+            raise ValueError("remove_accidental_hits needs item_keys (the item identity of each column)")
+        hit_rows, hit_cols = accidental_hit_pairs(item_keys)
+    value, d_query, d_item = native_loss.loss_and_grads(query, item, log_q, hit_rows, hit_cols, threads=threads)
+    loss = torch.tensor(value, dtype=query.dtype)
+    return _LossWithGrads.apply(query, item, loss, d_query.to(query.dtype), d_item.to(item.dtype))

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import copy
 import math
+import os
 import time
 import warnings
 from concurrent.futures import ThreadPoolExecutor
@@ -31,7 +32,8 @@ from torch import nn
 
 from hmrec.retrieval.config import TwoTowerConfig
 from hmrec.retrieval.features import TowerInputs
-from hmrec.retrieval.loss import fused_in_batch_softmax_loss, in_batch_softmax_loss
+from hmrec.retrieval import native_loss
+from hmrec.retrieval.loss import fused_in_batch_softmax_loss, in_batch_softmax_loss, native_in_batch_softmax_loss
 from hmrec.retrieval.metrics import (
     EvalSplit,
     catalogue_positions,
@@ -158,6 +160,21 @@ class Parallel:
     all_reduce_sum: Callable[[list[float]], list[float]]
 
 
+def _use_native_loss(config: TwoTowerConfig) -> bool:
+    """Whether the C loss kernel runs (config.loss_kernel; it has no bf16 path)."""
+    if config.loss_kernel == "torch" or config.compile:
+        return False
+    if config.fast_matmul:
+        if config.loss_kernel == "native":
+            raise ValueError("loss_kernel='native' computes fp32 logits; it cannot run with fast_matmul (bf16)")
+        return False
+    if native_loss.available(config.output_dim):
+        return True
+    if config.loss_kernel == "native":
+        raise RuntimeError("loss_kernel='native' but the C kernel could not be built (see the warning above)")
+    return False
+
+
 class StepEngine:
     """Owns the optimisers and runs one training step; shared by train(), DDP and benchmarks."""
 
@@ -187,6 +204,8 @@ class StepEngine:
         ]
         self.n_query_tables = len(model.query_tower.embeddings)
         self.fused_loss = fused_loss
+        self.native_loss = fused_loss and _use_native_loss(config)
+        self.loss_threads = config.loss_threads or max(1, min(os.cpu_count() or 1, native_loss.RANGES))
         self._pool = ThreadPoolExecutor(config.step_threads, "hmrec-step") if config.step_threads > 1 else None
         self.compiled = False
         self._forward = self._eager_forward
@@ -200,13 +219,18 @@ class StepEngine:
         if self.compiled:
             path = "torch.compile(towers + loss)"
         else:
-            path = "eager, " + ("fused loss" if self.fused_loss else "reference loss")
+            path = "eager, " + (
+                f"native loss ({self.loss_threads} threads)" if self.native_loss
+                else "fused loss" if self.fused_loss else "reference loss"
+            )
         return f"{path}, {'bf16' if self.config.fast_matmul else 'fp32'} logits"
 
     # -- forward variants ------------------------------------------------------------
     def _eager_forward(self, q_rows, q_in, i_rows, i_in, log_q, keys) -> torch.Tensor:
         cfg = self.config
         q, i = self.dense(q_rows, q_in, i_rows, i_in)
+        if self.native_loss:
+            return native_in_batch_softmax_loss(q, i, log_q, keys, cfg.remove_accidental_hits, threads=self.loss_threads)
         if self.fused_loss:
             return fused_in_batch_softmax_loss(
                 q,

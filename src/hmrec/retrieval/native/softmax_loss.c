@@ -1,0 +1,191 @@
+/* In-batch sampled softmax: loss and gradients in one pass, fp32, for a range of rows.
+ *
+ * Why C: on a CPU the PyTorch version spends most of a training step streaming the
+ * B x B logits through memory and running three small-K matrix products (K = the
+ * embedding size, 16) that BLAS does not tile well. Here a block of RB query rows
+ * computes its RB x B logits into a buffer that stays in the L1/L2 cache, applies
+ * -log q, the accidental hits, max, exp and the row sums on it, and immediately uses
+ * it for both gradients (dQ = G @ I and dI += G^T @ Q); nothing B x B ever reaches
+ * memory. Vectors are GCC/Clang vector extensions (16 floats), so the same source
+ * compiles to AVX-512, AVX2 or NEON.
+ *
+ * Compiled at first use by hmrec.retrieval.native_loss with -DDIM=<padded embedding
+ * size, a multiple of 16>. Layouts (all float32, row-major, zero-padded by the caller):
+ *   q       [BP][DIM]   query embeddings (BP = B rounded up to 32; padding rows are 0)
+ *   item    [BP][DIM]   item embeddings
+ *   item_tiles [BP/16][DIM][16]  item embeddings, transposed in tiles of 16 columns
+ *           (contiguous, so the logits pass reads them without cache-set conflicts)
+ *   bias    [BP]        added to every logit of column j: -log q_j, 0, or -inf for padding
+ *   hit_ptr [B+1], hit_cols: accidental hits of row r are hit_cols[hit_ptr[r]..hit_ptr[r+1])
+ * Outputs for rows [row_start, row_stop) (multiples of RB):
+ *   dq      [BP][DIM]   rows of this range: scale * (sum_j p_rj i_j - i_r)
+ *   di      [BP][DIM]   this range's part of d_item (overwritten): scale * sum_r (p_rj - [j = r]) q_r
+ *   return  sum over the range's rows r < B of (log z_r + max_r - logit_rr)
+ * work: RB * (BP + 16) floats of scratch.
+ */
+#include <math.h>
+#include <stdint.h>
+#include <string.h>
+
+#ifndef DIM
+#error "compile with -DDIM=<multiple of 16>"
+#endif
+#define VW 16
+#define DV (DIM / VW)
+#define RB 8
+#define JB 4 /* divides VW, so BP is a multiple of it */
+
+typedef float vf __attribute__((vector_size(VW * sizeof(float))));
+typedef int32_t vi __attribute__((vector_size(VW * sizeof(int32_t))));
+
+static inline vf vload(const float *p) { vf v; memcpy(&v, p, sizeof v); return v; }
+static inline void vstore(float *p, vf v) { memcpy(p, &v, sizeof v); }
+static inline vf vsplat(float x) { return (vf){0} + x; }
+
+static inline float hsum(vf v) {
+    float s = 0.0f;
+    for (int k = 0; k < VW; k++) s += v[k];
+    return s;
+}
+
+static inline float hmax(vf v) {
+    float m = v[0];
+    for (int k = 1; k < VW; k++) m = v[k] > m ? v[k] : m;
+    return m;
+}
+
+/* exp(x) for x <= 0: exact 0 below -87 (so -inf gives 0), else a degree-6 polynomial
+ * after range reduction, relative error below 2e-7. */
+static inline vf vexp_nonpos(vf x) {
+    const vf lo = vsplat(-87.0f);
+    vi keep = x >= lo;
+    x = (vf)(((vi)x & keep) | ((vi)lo & ~keep));
+    const vf magic = vsplat(12582912.0f); /* 1.5 * 2^23: adding it rounds to an integer */
+    vf n = (x * vsplat(1.44269504088896341f) + magic) - magic;
+    vf r = x - n * vsplat(0.693359375f) - n * vsplat(-2.12194440e-4f);
+    vf p = vsplat(1.0f / 720.0f);
+    p = p * r + vsplat(1.0f / 120.0f);
+    p = p * r + vsplat(1.0f / 24.0f);
+    p = p * r + vsplat(1.0f / 6.0f);
+    p = p * r + vsplat(0.5f);
+    p = p * r + vsplat(1.0f);
+    p = p * r + vsplat(1.0f);
+    vi e = (__builtin_convertvector(n, vi) + 127) << 23;
+    return (vf)((vi)(p * (vf)e) & keep);
+}
+
+double hmrec_softmax_loss_rows(
+    int64_t b, int64_t bp, const float *q, const float *item, const float *item_tiles, const float *bias,
+    const int64_t *hit_ptr, const int64_t *hit_cols, int64_t row_start, int64_t row_stop, float scale,
+    float *dq, float *di, float *work)
+{
+    const int64_t nv = bp / VW;
+    const int64_t ws = bp + VW; /* row stride of the scratch: not a multiple of 4 KB */
+    double loss = 0.0;
+    memset(di, 0, sizeof(float) * (size_t)bp * DIM);
+    for (int64_t r0 = row_start; r0 < row_stop; r0 += RB) {
+        /* 1. logits of RB rows, L[r][j] = bias_j + q_r . i_j, and each row's max */
+        vf mv[RB];
+        for (int r = 0; r < RB; r++) mv[r] = vsplat(-INFINITY);
+        for (int64_t jv = 0; jv < nv; jv += 2) { /* two column tiles: 2 loads feed 2 * RB FMAs */
+            const float *t0 = item_tiles + jv * DIM * VW, *t1 = t0 + DIM * VW;
+            vf a0[RB], a1[RB];
+            vf b0 = vload(bias + jv * VW), b1 = vload(bias + jv * VW + VW);
+            for (int r = 0; r < RB; r++) { a0[r] = b0; a1[r] = b1; }
+            for (int k = 0; k < DIM; k++) {
+                vf c0 = vload(t0 + k * VW), c1 = vload(t1 + k * VW);
+                for (int r = 0; r < RB; r++) {
+                    float x = q[(r0 + r) * DIM + k];
+                    a0[r] += x * c0;
+                    a1[r] += x * c1;
+                }
+            }
+            for (int r = 0; r < RB; r++) {
+                vstore(work + r * ws + jv * VW, a0[r]);
+                vstore(work + r * ws + jv * VW + VW, a1[r]);
+                vf hi = (vf)((((vi)a0[r]) & (a0[r] > a1[r])) | (((vi)a1[r]) & ~(a0[r] > a1[r])));
+                vi gt = hi > mv[r];
+                mv[r] = (vf)(((vi)hi & gt) | ((vi)mv[r] & ~gt));
+            }
+        }
+        /* 2. per row: hits -> -inf (and the max taken again without them), E = exp(L - max)
+         * in place, z = sum E */
+        vf qv[RB][DV];
+        float zs[RB];
+        for (int r = 0; r < RB; r++) {
+            int64_t row = r0 + r;
+            float *l = work + r * ws;
+            if (row >= b) { /* padding row: no loss, no gradient */
+                memset(l, 0, sizeof(float) * (size_t)bp);
+                for (int d = 0; d < DV; d++) qv[r][d] = vsplat(0.0f);
+                zs[r] = 0.0f;
+                continue;
+            }
+            float m = hmax(mv[r]);
+            float positive = l[row];
+            if (hit_ptr[row + 1] > hit_ptr[row]) {
+                for (int64_t h = hit_ptr[row]; h < hit_ptr[row + 1]; h++) l[hit_cols[h]] = -INFINITY;
+                vf hv = vsplat(-INFINITY); /* the max without the hits: a hit's logit must not set the shift */
+                for (int64_t jv = 0; jv < nv; jv++) {
+                    vf v = vload(l + jv * VW);
+                    vi gt = v > hv;
+                    hv = (vf)(((vi)v & gt) | ((vi)hv & ~gt));
+                }
+                m = hmax(hv);
+            }
+            vf zv = vsplat(0.0f);
+            vf mm = vsplat(m);
+            for (int64_t jv = 0; jv < nv; jv++) {
+                vf e = vexp_nonpos(vload(l + jv * VW) - mm);
+                vstore(l + jv * VW, e);
+                zv += e;
+            }
+            float z = hsum(zv);
+            loss += (double)logf(z) + (double)m - (double)positive;
+            /* G = scale * (E / z - onehot): the 1/z goes into q_r's copy and the result */
+            float w = scale / z;
+            zs[r] = w;
+            for (int d = 0; d < DV; d++) qv[r][d] = vload(q + row * DIM + d * VW) * w;
+        }
+        /* 3. dq_r = sum_j G[r][j] i_j ; di_j += sum_r G[r][j] q_r, JB columns at a time
+         * (the JB d_item chains are independent, so the RB-long chain of additions into
+         * each one does not stall the FMA units) */
+        vf acc[RB][DV];
+        for (int r = 0; r < RB; r++)
+            for (int d = 0; d < DV; d++) acc[r][d] = vsplat(0.0f);
+        for (int64_t j = 0; j < bp; j += JB) {
+            vf iv[JB][DV], dv[JB][DV];
+            for (int c = 0; c < JB; c++)
+                for (int d = 0; d < DV; d++) {
+                    iv[c][d] = vload(item + (j + c) * DIM + d * VW);
+                    dv[c][d] = vload(di + (j + c) * DIM + d * VW);
+                }
+            for (int r = 0; r < RB; r++) {
+                const float *e = work + r * ws + j;
+                for (int c = 0; c < JB; c++)
+                    for (int d = 0; d < DV; d++) {
+                        acc[r][d] += e[c] * iv[c][d];
+                        dv[c][d] += e[c] * qv[r][d];
+                    }
+            }
+            for (int c = 0; c < JB; c++)
+                for (int d = 0; d < DV; d++) vstore(di + (j + c) * DIM + d * VW, dv[c][d]);
+        }
+        /* the onehot part: row r's positive is column r */
+        for (int r = 0; r < RB; r++) {
+            int64_t row = r0 + r;
+            if (row >= b) {
+                for (int d = 0; d < DV; d++) vstore(dq + row * DIM + d * VW, vsplat(0.0f));
+                continue;
+            }
+            /* acc holds sum_j E_rj i_j, zs[r] = scale / z_r */
+            for (int d = 0; d < DV; d++) {
+                vf ir = vload(item + row * DIM + d * VW);
+                vf qr = vload(q + row * DIM + d * VW);
+                vstore(dq + row * DIM + d * VW, acc[r][d] * zs[r] - ir * scale);
+                vstore(di + row * DIM + d * VW, vload(di + row * DIM + d * VW) - qr * scale);
+            }
+        }
+    }
+    return loss;
+}

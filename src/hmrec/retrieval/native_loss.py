@@ -1,0 +1,126 @@
+"""The in-batch softmax loss as a small C kernel (native/softmax_loss.c), built at first use.
+
+Why: the PyTorch fused loss (loss.py) is bound by three small-K matrix products and by
+Python dispatch per row chunk; the C kernel keeps each block of logits in cache, needs
+no max pass over memory, and runs its row ranges on several threads with one call each
+(ctypes releases the GIL), so both cores of a small machine work on one batch.
+
+The kernel is built per padded embedding size by native_build.py. Without a compiler,
+or if the build fails, :func:`available` is False and the trainer uses the PyTorch
+fused loss (same values within float rounding).
+
+Results are bit-identical for any number of threads: the rows are always split into
+the same RANGES ranges, each with its own d_item buffer, summed in a fixed order.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import torch
+
+from hmrec.retrieval import native_build
+
+#: Vector width (floats) the kernel pads the embedding size to; columns are padded to twice it.
+VW = 16
+#: Rows per block inside the kernel (row ranges are multiples of it).
+RB = 8
+#: Fixed number of row ranges per batch (see module doc); threads beyond it are idle.
+RANGES = 4
+_SIGNATURES = {
+    "hmrec_softmax_loss_rows": (
+        ctypes.c_double,
+        [ctypes.c_int64, ctypes.c_int64, *[ctypes.c_void_p] * 6, ctypes.c_int64, ctypes.c_int64, ctypes.c_float,
+         *[ctypes.c_void_p] * 3],
+    )
+}
+_lock = threading.Lock()
+_pools: dict[int, ThreadPoolExecutor] = {}
+
+
+def padded_dim(dim: int) -> int:
+    return -(-dim // VW) * VW
+
+
+def _library(padded: int) -> ctypes.CDLL | None:
+    return native_build.load("softmax_loss", padded, _SIGNATURES)
+
+
+def available(dim: int = 16) -> bool:
+    """True when the kernel for this embedding size is built (building it if needed)."""
+    return _library(padded_dim(dim)) is not None
+
+def _pool(n: int) -> ThreadPoolExecutor:
+    with _lock:
+        if n not in _pools:
+            _pools[n] = ThreadPoolExecutor(max_workers=n, thread_name_prefix="hmrec-native-loss")
+        return _pools[n]
+
+
+def _ptr(a: np.ndarray) -> int:
+    return a.ctypes.data
+
+
+def _pad(x: np.ndarray, rows: int, cols: int) -> np.ndarray:
+    if x.shape == (rows, cols) and x.flags.c_contiguous:
+        return x
+    out = np.zeros((rows, cols), dtype=np.float32)
+    out[: x.shape[0], : x.shape[1]] = x
+    return out
+
+
+def loss_and_grads(
+    query: torch.Tensor,
+    item: torch.Tensor,
+    log_q: torch.Tensor | None,
+    hit_rows: torch.Tensor | None,
+    hit_cols: torch.Tensor | None,
+    threads: int = 1,
+) -> tuple[float, torch.Tensor, torch.Tensor]:
+    """Mean in-batch softmax loss and its gradients w.r.t. query and item (fp32).
+
+    hit_rows/hit_cols: accidental-hit positions sorted by row (loss.accidental_hit_pairs).
+    """
+    b, d = query.shape
+    dp, bp = padded_dim(d), -(-b // (2 * VW)) * 2 * VW  # the kernel takes column tiles in pairs
+    lib = _library(dp)
+    if lib is None:
+        raise RuntimeError("the native in-batch softmax is not available on this machine")
+    q = _pad(query.detach().float().numpy(), bp, dp)
+    it = _pad(item.detach().float().numpy(), bp, dp)
+    tiles = np.ascontiguousarray(it.reshape(bp // VW, VW, dp).transpose(0, 2, 1))
+    bias = np.full(bp, -np.inf, dtype=np.float32)
+    bias[:b] = 0.0 if log_q is None else -log_q.detach().float().numpy()
+    if hit_rows is not None and hit_rows.numel():
+        hit_ptr = np.searchsorted(hit_rows.numpy(), np.arange(b + 1)).astype(np.int64)
+        cols = np.ascontiguousarray(hit_cols.numpy(), dtype=np.int64)
+    else:
+        hit_ptr = np.zeros(b + 1, dtype=np.int64)
+        cols = np.zeros(1, dtype=np.int64)
+    dq = np.empty((bp, dp), dtype=np.float32)
+    n_blocks = bp // RB
+    bounds = [round(k * n_blocks / RANGES) * RB for k in range(RANGES + 1)]
+    ranges = [(bounds[k], bounds[k + 1]) for k in range(RANGES) if bounds[k] < bounds[k + 1]]
+    di = np.empty((len(ranges), bp, dp), dtype=np.float32)
+    fn = lib.hmrec_softmax_loss_rows
+    scale = np.float32(1.0 / b)
+
+    def run(k: int) -> float:
+        work = np.empty((RB, bp + VW), dtype=np.float32)
+        start, stop = ranges[k]
+        return fn(b, bp, _ptr(q), _ptr(it), _ptr(tiles), _ptr(bias), _ptr(hit_ptr), _ptr(cols),
+                  start, stop, float(scale), _ptr(dq), _ptr(di[k]), _ptr(work))
+
+    if threads > 1 and len(ranges) > 1:
+        totals = list(_pool(min(threads, len(ranges))).map(run, range(len(ranges))))
+    else:
+        totals = [run(k) for k in range(len(ranges))]
+    d_item = di[0]
+    for k in range(1, len(ranges)):
+        d_item += di[k]
+    d_query = torch.from_numpy(dq[:b, :d]) if (bp, dp) != (b, d) else torch.from_numpy(dq)
+    d_item_t = torch.from_numpy(d_item[:b, :d]) if (bp, dp) != (b, d) else torch.from_numpy(d_item)
+    return sum(totals) / b, d_query, d_item_t
