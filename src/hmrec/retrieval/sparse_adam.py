@@ -37,12 +37,7 @@ from hmrec.retrieval import native_build
 
 #: Step counters are kept as float32 beside the moments; exact up to 2**24 steps.
 MAX_STEPS = 1 << 24
-_SIGNATURES = {
-    "hmrec_lazy_adamw_rows": (
-        None,
-        [ctypes.c_int64, *[ctypes.c_void_p] * 6, *[ctypes.c_float] * 7],
-    )
-}
+_SIGNATURES = {"hmrec_lazy_adamw_rows": (None, [ctypes.c_int64, *[ctypes.c_void_p] * 7, *[ctypes.c_float] * 7])}
 
 
 class LazyRowAdamW:
@@ -112,23 +107,23 @@ class LazyRowAdamW:
         first[:1] = True
         np.not_equal(sorted_ids[1:], sorted_ids[:-1], out=first[1:])
         starts = np.flatnonzero(first)
-        g_sorted = grad_rows.float().numpy()[order]
-        grad_np = g_sorted if len(starts) == len(order) else np.add.reduceat(g_sorted, starts, axis=0)
         bias1 = 1.0 - self.beta1**t
         bias2 = 1.0 - self.beta2**t
         if self._native is not None:
             ids_u = np.ascontiguousarray(sorted_ids[starts], dtype=np.int64)
-            grad_c = np.ascontiguousarray(grad_np, dtype=np.float32)
-            src = np.ascontiguousarray(rows.detach().numpy(), dtype=np.float32) if rows is not None else None
-            src_index = np.ascontiguousarray(order[starts], dtype=np.int64) if rows is not None else None
+            bounds = np.append(starts, len(order)).astype(np.int64)
+            order = order.astype(np.int64, copy=False)
+            grad_c = grad_rows.detach().float().contiguous()
+            src = rows.detach().float().contiguous() if rows is not None else None
             self._native.hmrec_lazy_adamw_rows(
-                len(ids_u), ids_u.ctypes.data, grad_c.ctypes.data,
-                None if src is None else src.ctypes.data, None if src_index is None else src_index.ctypes.data,
-                self.weight.data_ptr(), self.state.data_ptr(), float(t),
+                len(ids_u), ids_u.ctypes.data, order.ctypes.data, bounds.ctypes.data, grad_c.data_ptr(),
+                None if src is None else src.data_ptr(), self.weight.data_ptr(), self.state.data_ptr(), float(t),
                 self.decay_factor if self.weight_decay else 1.0,
                 self.beta1, self.beta2, self.eps, bias2, self.lr / bias1,
             )
             return
+        g_sorted = grad_rows.float().numpy()[order]
+        grad_np = g_sorted if len(starts) == len(order) else np.add.reduceat(g_sorted, starts, axis=0)
         uniq = torch.from_numpy(sorted_ids[starts].astype(np.int64))
         grad = torch.from_numpy(grad_np)
         if rows is not None:

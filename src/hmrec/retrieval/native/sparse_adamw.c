@@ -5,12 +5,14 @@
  * millions of rows; the scatters alone cost more than the arithmetic. Here each row is
  * read, updated and written in one visit while its cache lines are loaded.
  *
+ * The batch's rows are grouped by table row: batch rows order[starts[u] .. starts[u + 1])
+ * all hold table row ids[u]; their gradients are summed here, in that order.
  * Per distinct row r = ids[u] (DIM = the embedding size, given at compile time):
  *   weight [N][DIM], state [N][2 * DIM + 1] = [exp_avg | exp_avg_sq | last_step]
- *   w = (src_rows ? src_rows[src_index[u]] : weight[r]) * decay ^ (t - last_step)
+ *   w = (src_rows ? src_rows[order[starts[u]]] : weight[r]) * decay ^ (t - last_step)
  *   m = beta1 m + (1 - beta1) g ;  v = beta2 v + (1 - beta2) g^2
  *   w -= step_size * m / (sqrt(v / bias2) + eps) ;  last_step = t
- * with g = grad[u], step_size = lr / bias1. Same operation order as the PyTorch path.
+ * with g = the summed gradient rows, step_size = lr / bias1. Same operation order as the PyTorch path.
  */
 #include <math.h>
 #include <stdint.h>
@@ -20,8 +22,8 @@
 #endif
 
 void hmrec_lazy_adamw_rows(
-    int64_t n, const int64_t *ids, const float *grad, const float *src_rows, const int64_t *src_index,
-    float *weight, float *state, float t, float decay, float beta1, float beta2, float eps, float bias2,
+    int64_t n, const int64_t *ids, const int64_t *order, const int64_t *starts, const float *grad_rows,
+    const float *src_rows, float *weight, float *state, float t, float decay, float beta1, float beta2, float eps, float bias2,
     float step_size)
 {
     const int64_t sw = 2 * DIM + 1;
@@ -29,8 +31,11 @@ void hmrec_lazy_adamw_rows(
         const int64_t r = ids[u];
         float *w = weight + r * DIM;
         float *st = state + r * sw;
-        const float *src = src_rows ? src_rows + src_index[u] * DIM : w;
-        const float *g = grad + u * DIM;
+        const float *src = src_rows ? src_rows + order[starts[u]] * DIM : w;
+        float g[DIM];
+        for (int k = 0; k < DIM; k++) g[k] = grad_rows[order[starts[u]] * DIM + k];
+        for (int64_t e = starts[u] + 1; e < starts[u + 1]; e++)
+            for (int k = 0; k < DIM; k++) g[k] += grad_rows[order[e] * DIM + k];
         float f = decay == 1.0f ? 1.0f : powf(decay, t - st[2 * DIM]);
         float *m = st, *v = st + DIM;
         for (int k = 0; k < DIM; k++) {
