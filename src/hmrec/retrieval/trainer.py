@@ -195,6 +195,7 @@ class StepEngine:
         self.dense = dense_module if dense_module is not None else _DenseTowers(model)
         self.sparse_sync = sparse_sync
         dense_params = [p for p in _DenseTowers(model).parameters()]
+        self.dense_params = dense_params
         self.dense_opt = torch.optim.AdamW(
             dense_params, lr=config.learning_rate, weight_decay=config.weight_decay, fused=True
         )
@@ -278,7 +279,8 @@ class StepEngine:
     def step(self, q_in: TowerInputs, item_pos: torch.Tensor) -> float:
         """One optimisation step; returns the batch's mean retrieval loss."""
         loss, gathered = self.batch_loss(q_in, item_pos, grad=True)
-        self.dense_opt.zero_grad(set_to_none=True)
+        for p in self.dense_params:  # zero_grad(set_to_none=True) without its ~0.1 ms of wrappers
+            p.grad = None
         loss.backward()
         if self.sparse_sync is not None:
             self.dense_opt.step()
