@@ -54,8 +54,30 @@ static inline float hmax(vf v) {
     return m;
 }
 
-/* exp(x) for x <= 0: exact 0 below -87 (so -inf gives 0), else a degree-6 polynomial
- * after range reduction, relative error below 2e-7. */
+/* exp(x) for x <= 0: 0 for x = -inf, else a degree-6 polynomial after range reduction,
+ * relative error below 2e-7. With AVX-512 the power of two is one vscalefps (which also
+ * underflows cleanly); elsewhere it is built in the exponent bits, exact 0 below -87. */
+static inline vf vexp_poly(vf r) {
+    vf p = vsplat(1.0f / 720.0f);
+    p = p * r + vsplat(1.0f / 120.0f);
+    p = p * r + vsplat(1.0f / 24.0f);
+    p = p * r + vsplat(1.0f / 6.0f);
+    p = p * r + vsplat(0.5f);
+    p = p * r + vsplat(1.0f);
+    return p * r + vsplat(1.0f);
+}
+
+#if defined(__AVX512F__) && VW == 16
+#include <immintrin.h>
+static inline vf vexp_nonpos(vf x) {
+    __m512 xx = _mm512_max_ps((__m512)x, _mm512_set1_ps(-104.0f)); /* -inf -> 2^-150: 0 */
+    __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(xx, _mm512_set1_ps(1.44269504088896341f)),
+                                    _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    vf r = (vf)_mm512_fnmadd_ps(n, _mm512_set1_ps(0.693359375f), xx);
+    r = (vf)_mm512_fnmadd_ps(n, _mm512_set1_ps(-2.12194440e-4f), (__m512)r);
+    return (vf)_mm512_scalef_ps((__m512)vexp_poly(r), n);
+}
+#else
 static inline vf vexp_nonpos(vf x) {
     const vf lo = vsplat(-87.0f);
     vi keep = x >= lo;
@@ -63,16 +85,10 @@ static inline vf vexp_nonpos(vf x) {
     const vf magic = vsplat(12582912.0f); /* 1.5 * 2^23: adding it rounds to an integer */
     vf n = (x * vsplat(1.44269504088896341f) + magic) - magic;
     vf r = x - n * vsplat(0.693359375f) - n * vsplat(-2.12194440e-4f);
-    vf p = vsplat(1.0f / 720.0f);
-    p = p * r + vsplat(1.0f / 120.0f);
-    p = p * r + vsplat(1.0f / 24.0f);
-    p = p * r + vsplat(1.0f / 6.0f);
-    p = p * r + vsplat(0.5f);
-    p = p * r + vsplat(1.0f);
-    p = p * r + vsplat(1.0f);
     vi e = (__builtin_convertvector(n, vi) + 127) << 23;
-    return (vf)((vi)(p * (vf)e) & keep);
+    return (vf)((vi)(vexp_poly(r) * (vf)e) & keep);
 }
+#endif
 
 double hmrec_softmax_loss_rows(
     int64_t b, int64_t bp, const float *q, const float *item, const float *item_tiles, const float *bias,
