@@ -12,7 +12,9 @@ stable sort gives). From ranks:
   window); averaged over customers with at least one purchase. MRR uses the full
   ranking (no cut-off).
 
-Scoring is brute force in chunks (queries x catalogue), so memory stays bounded.
+Scoring is brute force against every catalogue item: in a C kernel that keeps the
+scores in registers (native_ranks.py), or where it cannot be built, in chunks (queries x
+catalogue) so memory stays bounded.
 Baselines on the same split: global popularity (last week of training, ties broken by
 all-time counts) and random (a uniformly random ranking per query).
 """
@@ -26,6 +28,8 @@ import numpy as np
 import polars as pl
 import torch
 
+from hmrec.retrieval import native_ranks
+
 #: Upper bound on the number of scores held at once while ranking (64 MB of fp32).
 MAX_CHUNK_ELEMENTS = 1 << 24
 
@@ -37,21 +41,31 @@ def ranks_of_targets(
     query_index: np.ndarray,
     target_item: np.ndarray,
     max_chunk_elements: int = MAX_CHUNK_ELEMENTS,
+    native: bool | None = None,
 ) -> np.ndarray:
     """Rank of ``target_item[t]`` in the full ranking of query ``query_index[t]``.
 
-    rank = #{j : s_j > s_t} + #{j < t : s_j == s_t}; 0 is the top.
+    rank = #{j : s_j > s_t} + #{j < t : s_j == s_t}; 0 is the top. Float32 embeddings
+    are ranked by the C kernel (native_ranks.py) when it can be built (``native=None``),
+    else by chunked PyTorch/NumPy scoring; ``native`` True/False forces one path.
     """
     q = torch.as_tensor(query_emb)
     items = torch.as_tensor(item_emb)
     if q.ndim != 2 or items.ndim != 2 or q.shape[1] != items.shape[1]:
         raise ValueError(f"embedding shapes do not match: queries {tuple(q.shape)}, items {tuple(items.shape)}")
-    q = q.to(items.dtype)
     n_items = items.shape[0]
     qi = torch.from_numpy(np.array(query_index, dtype=np.int64))
     ti = torch.from_numpy(np.array(target_item, dtype=np.int64))
     if len(ti) and (int(ti.min()) < 0 or int(ti.max()) >= n_items):
         raise ValueError(f"target item positions must lie in [0, {n_items})")
+    if len(qi) and (int(qi.min()) < 0 or int(qi.max()) >= q.shape[0]):
+        raise ValueError(f"query positions must lie in [0, {q.shape[0]})")
+    fp32 = q.dtype == torch.float32 and items.dtype == torch.float32
+    if native is None:
+        native = fp32 and len(ti) > 0 and native_ranks.available(items.shape[1])
+    if native:
+        return native_ranks.target_ranks(q.numpy(), items.numpy(), qi.numpy(), ti.numpy())
+    q = q.to(items.dtype)
     out = np.empty(len(ti), dtype=np.int64)
     chunk = max(1, max_chunk_elements // max(n_items, 1))
     positions = np.arange(n_items)
