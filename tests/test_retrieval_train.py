@@ -146,3 +146,17 @@ def test_checkpoints_inside_long_epochs_select_the_model_and_stop_early(data):
     assert flags[-2:] == [False, False] and True not in flags[len(flags) - 2 :]
     assert stopped.checkpoints == res.checkpoints[: len(stopped.checkpoints)]
     assert sum(e.rows for e in stopped.history) == last["rows"] or last["rows"] % train_df.height == 0
+
+
+def test_time_order_sorts_by_day_with_seeded_random_ties():
+    import numpy as np
+
+    from hmrec.retrieval.trainer import time_order
+
+    days = np.array([5, 3, 5, 3, 4, 5, 3, 4], dtype=np.int32)
+    order = time_order(days, seed=1)
+    assert sorted(order.tolist()) == list(range(8))
+    assert days[order].tolist() == [3, 3, 3, 4, 4, 5, 5, 5]
+    assert np.array_equal(order, time_order(days, seed=1))
+    orders = {tuple(time_order(days, seed=s)) for s in range(10)}
+    assert len(orders) > 1  # ties are shuffled, differently per seed

@@ -403,9 +403,7 @@ def prepare(
     if config.batching == "time_local":
         # time order (ties in a seeded random order), applied to the encoded tensors (cheap,
         # no sort of the string frame): consecutive rows = neighbouring days
-        days = train_df["t_dat"].cast(pl.Int32).to_numpy()
-        ties = np.random.default_rng(config.seed).random(len(days))
-        order = torch.from_numpy(np.lexsort((ties, days)).astype(np.int64))
+        order = torch.from_numpy(time_order(train_df["t_dat"].cast(pl.Int32).to_numpy(), config.seed))
         train = EncodedSplit(train.query.take(order), train.item_pos.index_select(0, order))
     val = val_split = None
     if val_df is not None and val_df.height:
@@ -424,6 +422,18 @@ def prepare(
         popularity=popularity_scores(train_df, catalogue_ids),
         articles=articles_df,
     )
+
+
+def time_order(days: np.ndarray, seed: int) -> np.ndarray:
+    """Row order by day, rows of the same day in a seeded random order.
+
+    A seeded permutation followed by a stable sort on the day (as int16 offsets, which
+    NumPy radix-sorts): linear time, where a lexsort of 30M rows took ~20 s.
+    """
+    perm = np.random.default_rng(seed).permutation(len(days))
+    offsets = days - (days.min() if len(days) else 0)
+    key = offsets.astype(np.int16) if len(days) and offsets.max() < np.iinfo(np.int16).max else offsets
+    return perm[np.argsort(key[perm], kind="stable")].astype(np.int64)
 
 
 def fit_prior(history_df: pl.DataFrame, catalogue_ids: pl.Series, config: TwoTowerConfig) -> PopularityPrior:
