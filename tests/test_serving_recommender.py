@@ -189,3 +189,29 @@ def test_the_retrieval_stage_counts_added_purchases_through_its_public_hook(part
     mine.add_purchases(pl.DataFrame({"t_dat": [], "customer_id": [], "article_id": []},
                                     schema={"t_dat": pl.Date, "customer_id": pl.String, "article_id": pl.String}))
     assert mine.history.height == stage.history.height + 500
+
+
+def test_policies_sharing_a_batch_answer_as_if_alone(parts):
+    """The filter-policy clones share one batch's retrieval and per-pair features (the
+    evaluation asks each policy for the same customers in turn): every answer and candidate
+    list equals a fresh recommender's with that policy only, whatever order they are asked in."""
+    settings, stage, ranker, articles, history = parts
+
+    def fresh(policy):
+        return FourStageRecommender(stage, ranker, articles, stage.customers, history, filter_policy=policy,
+                                    retrieval_k=candidate_budget(settings))
+
+    base = fresh("none")
+    at = base.last_day() + dt.timedelta(days=1)
+    customers = _buyers(base, 30) + base.customers["customer_id"].tail(10).to_list() + ["e" * 64]
+    alone = {p: (fresh(p).candidates(customers, at, 40), fresh(p).recommend_batch(customers, at, k=12))
+             for p in FILTER_POLICIES}
+    for order in (FILTER_POLICIES, FILTER_POLICIES[::-1]):
+        shared = fresh(order[0])
+        for p in order:
+            r = shared.with_policy(p)
+            assert r.candidates(customers, at, 40) == alone[p][0]
+            _assert_same(r.recommend_batch(customers, at, k=12), alone[p][1])
+    # the policies really differ on these customers (else the test proves nothing)
+    lists = {p: [x.article_ids for x in alone[p][1]] for p in FILTER_POLICIES}
+    assert lists["none"] != lists["exclude_purchased"] != lists["exclude_purchased_except_repurchase"]

@@ -35,12 +35,14 @@ import threading
 from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from itertools import chain
+from operator import itemgetter
 
 import numpy as np
 import polars as pl
 
 from hmrec.features.customers import age_group
-from hmrec.ranking import RankingModel, feature_rows
+from hmrec.ranking import LIST_FEATURES, RankingModel, add_list_features, feature_rows
 from hmrec.retrieval.candidates import RetrievalStage, query_rows
 from hmrec.serving.lookups import OnlineLookups, UnsupportedModel, day_number
 
@@ -87,6 +89,46 @@ class Recommendation:
     extra: dict = field(default_factory=dict)
 
 
+class _BatchWork:
+    """The filter-policy-independent work of the last batch, shared by a recommender and its
+    `with_policy` clones (the offline evaluation asks every policy for the same batch in turn).
+
+    `rows` holds every pair some policy can rank: the retrieved candidates (in retrieval
+    order) and then the recent purchases exclude_purchased_except_repurchase adds, with
+    flags saying which policy keeps which row; `features` holds their ranking features
+    without LIST_FEATURES, row for row. A policy's list is then a mask over both, and only
+    the list-position features (computed over each policy's own list) and the ranker's
+    scores are computed per policy. The answers are those of computing everything per
+    call: a pair's other features depend on the pair and the day only."""
+
+    def __init__(self) -> None:
+        self.clear()
+
+    def clear(self) -> None:
+        self.key: tuple | None = None
+        self.history: pl.DataFrame | None = None
+        self.known: list[str] = []
+        self.rows: pl.DataFrame | None = None
+        self.features: pl.DataFrame | None = None
+
+
+def candidate_rows(found: dict[str, list[tuple[str, float]]]) -> pl.DataFrame:
+    """(customer_id, article_id, retrieval_score) rows of a retrieval answer, in its order.
+
+    Built column by column: a frame from millions of (customer, article, score) tuples
+    took seconds per FULL evaluation batch."""
+    keys = list(found)
+    lengths = np.fromiter((len(v) for v in found.values()), dtype=np.int64, count=len(keys))
+    flat = list(chain.from_iterable(found.values()))
+    customers = pl.Series("customer_id", keys, dtype=pl.String).gather(np.repeat(np.arange(len(keys)), lengths))
+    scores = np.fromiter(map(itemgetter(1), flat), dtype=np.float64, count=len(flat))
+    return pl.DataFrame({
+        "customer_id": customers,
+        "article_id": pl.Series(list(map(itemgetter(0), flat)), dtype=pl.String),
+        "retrieval_score": pl.Series(scores, dtype=pl.Float64).cast(pl.Float32),
+    })
+
+
 class FourStageRecommender:
     """retrieve -> filter -> rank -> order over in-memory features read from the store."""
 
@@ -127,6 +169,7 @@ class FourStageRecommender:
         self._tables: OrderedDict[tuple, tuple[dict[str, int], np.ndarray, dict[str, np.ndarray]]] = OrderedDict()
         self._context_keys: dict[dt.date, tuple] = {}
         self._last_day: dt.date | None = self.history["t_dat"].max()
+        self._work = _BatchWork()  # shared with the with_policy clones (copy.copy keeps it)
 
     def with_policy(self, filter_policy: str) -> FourStageRecommender:
         """The same models and features under another filter policy (shares memory)."""
@@ -137,23 +180,80 @@ class FourStageRecommender:
         return clone
 
     def candidates(self, customer_ids: Sequence[str], at: dt.date, k: int | None = None) -> dict[str, list[str]]:
-        """Stages 1-2 only: each customer's retrieved and filtered candidates (best first)."""
+        """Stages 1-2 only: each customer's retrieved and filtered candidates (best first;
+        equal scores by article id, the added repurchases, which have none, last)."""
         known = [c for c in dict.fromkeys(customer_ids) if self._is_known(c)]
         if not known:
             return {c: [] for c in customer_ids}
-        cands = self._filter(self._retrieve(known, at), at, known)
-        lists = (cands.sort(["customer_id", "retrieval_score"], descending=[False, True], nulls_last=True)
-                 .group_by("customer_id", maintain_order=True).agg("article_id"))
-        found = dict(zip(lists["customer_id"].to_list(), lists["article_id"].to_list()))
+        work = self._batch_work(known, at)
+        lists = (work.rows.filter(self._policy_mask()).select("_c", "article_id", "retrieval_score")
+                 .sort(["_c", "retrieval_score", "article_id"], descending=[False, True, False], nulls_last=True)
+                 .group_by("_c", maintain_order=True).agg("article_id"))
+        found = {known[i]: arts for i, arts in zip(lists["_c"].to_list(), lists["article_id"].to_list())}
         return {c: found.get(c, [])[: k or None] for c in customer_ids}
 
     def _retrieve(self, customer_ids: list[str], at: dt.date) -> pl.DataFrame:
-        found = self.retrieval(customer_ids, at, self.retrieval_k)
-        return pl.DataFrame(
-            [(c, a, s) for c, items in found.items() for a, s in items],
-            schema={"customer_id": pl.String, "article_id": pl.String, "retrieval_score": pl.Float32},
-            orient="row",
-        )
+        return candidate_rows(self.retrieval(customer_ids, at, self.retrieval_k))
+
+    def _policy_mask(self) -> pl.Expr:
+        """Stage 2 over a batch's rows (see _batch_work): which rows this policy keeps."""
+        if self.filter_policy == "none":
+            return ~pl.col("_added")
+        if self.filter_policy == "exclude_purchased":
+            return ~pl.col("_added") & ~pl.col("_bought")
+        return ~pl.col("_old")
+
+    def _batch_work(self, known: list[str], at: dt.date) -> _BatchWork:
+        """Stage 1 and what stage 2 needs for a batch, once for every policy asking for it.
+
+        rows: the candidates (``_added`` false) then the articles bought within
+        REPURCHASE_DAYS before `at` that are not candidates (``_added`` true, no score);
+        ``_bought``: bought before `at`; ``_old``: bought before, but not within the last
+        REPURCHASE_DAYS; ``_c``: the customer's position in `known`. The policies:
+        none keeps the candidates, exclude_purchased those never bought, and
+        exclude_purchased_except_repurchase every row but the ``_old`` ones."""
+        work = self._work
+        key = (tuple(known), at)
+        if work.key == key and work.history is self.history:
+            return work
+        work.clear()
+        cands = self._retrieve(known, at)
+        who = pl.DataFrame({"customer_id": known, "_c": np.arange(len(known), dtype=np.int32)},
+                           schema={"customer_id": pl.String, "_c": pl.Int32})
+        bought = (self.history.lazy().filter(pl.col("t_dat") < at)
+                  .join(who.lazy().select("customer_id"), on="customer_id", how="semi")
+                  .group_by("customer_id", "article_id").agg(pl.col("t_dat").max().alias("_last"))
+                  .collect())
+        recent_start = at - dt.timedelta(days=REPURCHASE_DAYS)
+        cands = (cands.join(who, on="customer_id", how="left", maintain_order="left")
+                 .join(bought, on=["customer_id", "article_id"], how="left", maintain_order="left")
+                 .with_columns(pl.lit(False).alias("_added"), pl.col("_last").is_not_null().alias("_bought"),
+                               (pl.col("_last") < recent_start).fill_null(False).alias("_old")))
+        added = (bought.filter((pl.col("_last") >= recent_start)
+                               & pl.col("article_id").is_in(list(self._known_articles)))
+                 .join(cands.select("customer_id", "article_id"), on=["customer_id", "article_id"], how="anti")
+                 .join(who, on="customer_id", how="left")
+                 .sort("_c", "article_id")
+                 .with_columns(pl.lit(None, dtype=pl.Float32).alias("retrieval_score"),
+                               pl.lit(True).alias("_added"), pl.lit(True).alias("_bought"),
+                               pl.lit(False).alias("_old")))
+        cols = ["_c", "customer_id", "article_id", "retrieval_score", "_added", "_bought", "_old"]
+        work.rows = pl.concat([cands.select(cols), added.select(cols)])
+        work.key, work.history, work.known = key, self.history, known
+        return work
+
+    def _ranking_features(self, at: dt.date, work: _BatchWork) -> pl.DataFrame:
+        """Ranking features of this policy's list: the batch's per-pair features (computed
+        on first use, for every row of the batch) masked to the list, plus LIST_FEATURES
+        over it."""
+        if work.features is None:
+            pairs = work.rows.select("customer_id", "article_id", pl.lit(at, dtype=pl.Date).alias("as_of"))
+            # feature_rows reads only purchases before each row's as_of: the whole history is passed
+            feats = feature_rows(pairs, self.history, self.articles, self.customers,
+                                 pair_scorer=self.retrieval.score_pairs)
+            work.features = feats.drop([c for c in LIST_FEATURES if c in feats.columns]).with_columns(
+                work.rows["_c"])
+        return add_list_features(work.features.filter(work.rows.select(self._policy_mask()).to_series()))
 
     # -- the embeddings both paths share ----------------------------------------------------
     def query_embeddings(self, customer_ids: Sequence[str], at: dt.date) -> np.ndarray:
@@ -214,6 +314,7 @@ class FourStageRecommender:
             return
         with self._lock:
             self.history = pl.concat([self.history, rows])
+            self._work.clear()  # shared with the clones, whose retrieval stage changes too
             if self._lookups is not None:
                 self._lookups.add([day_number(d) for d in rows["t_dat"].to_list()],
                                   rows["customer_id"].to_list(), rows["article_id"].to_list())
@@ -283,23 +384,6 @@ class FourStageRecommender:
             self._popular_cache[key] = found
         return found[0][:n]
 
-    def _filter(self, cands: pl.DataFrame, at: dt.date, customer_ids: Sequence[str]) -> pl.DataFrame:
-        if self.filter_policy == "none":
-            return cands
-        past = self.history.filter((pl.col("t_dat") < at) & pl.col("customer_id").is_in(list(customer_ids)))
-        if self.filter_policy == "exclude_purchased":
-            return cands.join(past.select("customer_id", "article_id").unique(), on=["customer_id", "article_id"],
-                              how="anti")
-        recent_start = at - dt.timedelta(days=REPURCHASE_DAYS)
-        old = past.filter(pl.col("t_dat") < recent_start).select("customer_id", "article_id").unique()
-        recent = past.filter(pl.col("t_dat") >= recent_start).select("customer_id", "article_id").unique()
-        recent = recent.filter(pl.col("article_id").is_in(list(self._known_articles)))
-        kept = cands.join(old.join(recent, on=["customer_id", "article_id"], how="anti"),
-                          on=["customer_id", "article_id"], how="anti")
-        added = recent.join(kept.select("customer_id", "article_id"), on=["customer_id", "article_id"], how="anti")
-        return pl.concat([kept, added.with_columns(pl.lit(None, dtype=pl.Float32).alias("retrieval_score"))],
-                         how="diagonal_relaxed")
-
     # -- the four stages ---------------------------------------------------------------------
     def recommend_batch(self, customer_ids: Sequence[str], at: dt.date, k: int = 12,
                         ages: dict[str, float] | None = None) -> list[Recommendation]:
@@ -315,22 +399,18 @@ class FourStageRecommender:
         known = [c for c in dict.fromkeys(customer_ids) if self._is_known(c)]
         ranked: dict[str, tuple[list[str], list[float]]] = {}
         if known:
-            # 1. retrieve
-            cands = self._retrieve(known, at)
-            # 2. filter
-            cands = self._filter(cands, at, known)
+            # 1. retrieve (shared by the policies asking for the same batch) and 2. filter
+            work = self._batch_work(known, at)
             # 3. rank
-            pairs = cands.select("customer_id", "article_id").with_columns(pl.lit(at, dtype=pl.Date).alias("as_of"))
-            feats = feature_rows(pairs, self.history.filter(pl.col("t_dat") < at), self.articles, self.customers,
-                                 pair_scorer=self.retrieval.score_pairs)
+            feats = self._ranking_features(at, work)
             scores = self.ranker.predict(feats) if feats.height else np.zeros(0)
-            scored = feats.select("customer_id", "article_id").with_columns(pl.Series("score", scores, dtype=pl.Float64))
+            scored = feats.select("_c", "article_id").with_columns(pl.Series("score", scores, dtype=pl.Float64))
             # 4. order
-            top = (scored.sort(["customer_id", "score", "article_id"], descending=[False, True, False])
-                   .group_by("customer_id", maintain_order=True).head(k)
-                   .group_by("customer_id", maintain_order=True).agg("article_id", "score"))
-            for c, arts, sc in top.iter_rows():
-                ranked[c] = (arts, sc)
+            top = (scored.sort(["_c", "score", "article_id"], descending=[False, True, False])
+                   .group_by("_c", maintain_order=True).head(k)
+                   .group_by("_c", maintain_order=True).agg("article_id", "score"))
+            for i, arts, sc in top.iter_rows():
+                ranked[work.known[i]] = (arts, sc)
         return [self._answer(c, *ranked.get(c, ([], [])), at, k, ages) for c in customer_ids]
 
     def _answer(self, c: str, arts: list[str], sc: list[float], at: dt.date, k: int,
@@ -448,7 +528,7 @@ class FourStageRecommender:
                             r.at, r.k, ages)
 
     def _filter_one(self, customer_id: str, cands: list[str], at: dt.date, lookups: OnlineLookups) -> list[str]:
-        """Stage 2 for one customer (the same rules as _filter)."""
+        """Stage 2 for one customer (the same rules as _policy_mask over _batch_work's rows)."""
         if self.filter_policy == "none":
             return cands
         days, rows = lookups.history_of(customer_id)
