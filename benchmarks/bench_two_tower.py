@@ -16,6 +16,7 @@ epoch's shuffle), and reports the peak RSS of the process. Variants:
 
 - default:       what train() runs: the C loss kernel (native_loss.py) on all cores,
                  1 OpenMP thread, 1 step thread
+- native_step_threads_2: the default with the per-table embedding updates on 2 threads
 - native_1t:     the C loss kernel on one thread
 - torch_fused:   the PyTorch fused fp32 loss (TWO_TOWER_LOSS_KERNEL=torch; the fallback
                  without a C compiler)
@@ -60,6 +61,8 @@ FULL_ROWS = 31_788_324
 VARIANTS = {
     # the trainer's defaults: the C loss kernel on every core, 1 OpenMP thread, 1 step thread
     "default": dict(fast_matmul=False, compile=False, fused_loss=True, omp=1, step_threads=1),
+    # the default with the embedding-table updates on 2 Python threads
+    "native_step_threads_2": dict(fast_matmul=False, compile=False, fused_loss=True, omp=1, step_threads=2),
     # the C loss kernel on one thread
     "native_1t": dict(fast_matmul=False, compile=False, fused_loss=True, omp=1, step_threads=1, loss_threads=1),
     # the PyTorch fused loss (the default before the C kernel, and the fallback without a compiler)

@@ -44,16 +44,10 @@ def test_value_and_gradients_equal_the_reference(b, d, corrections):
 
 def test_bit_identical_for_any_number_of_threads():
     q, i, keys, log_q = _inputs(1000, 16, seed=7)
-    runs = [native_loss.loss_and_grads(q, i, log_q, *_pairs(keys), threads=t) for t in (1, 2, 3, 4)]
+    runs = [native_loss.loss_and_grads(q, i, log_q, keys, threads=t) for t in (1, 2, 3, 4)]
     for value, dq, di in runs[1:]:
         assert value == runs[0][0]
         assert torch.equal(dq, runs[0][1]) and torch.equal(di, runs[0][2])
-
-
-def _pairs(keys):
-    from hmrec.retrieval.loss import accidental_hit_pairs
-
-    return accidental_hit_pairs(keys)
 
 
 def test_extreme_logits_stay_finite_and_exact():
@@ -67,6 +61,13 @@ def test_extreme_logits_stay_finite_and_exact():
     assert math.isfinite(got.item()) and got.item() == pytest.approx(ref.item(), rel=1e-6)
     torch.testing.assert_close(nq, gq, rtol=1e-5, atol=1e-6)
     torch.testing.assert_close(ni, gi, rtol=1e-5, atol=1e-6)
+
+
+def test_keys_beyond_int32_are_remapped():
+    q, i, keys, log_q = _inputs(100, 16, seed=9)
+    ref = in_batch_softmax_loss(q, i, log_q, keys, True)
+    got = native_in_batch_softmax_loss(q, i, log_q, keys * (1 << 40) - (1 << 50), True)
+    assert got.item() == pytest.approx(ref.item(), rel=2e-6)
 
 
 def test_a_batch_of_one_article_repeated_has_zero_loss():

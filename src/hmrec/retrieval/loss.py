@@ -281,11 +281,9 @@ def fused_in_batch_softmax_loss(
     Gradients are computed in the forward pass, so call it once per backward; the
     log_q and item_keys inputs get no gradient.
     """
-    hit_rows = hit_cols = None
-    if remove_accidental_hits:
-        if item_keys is None:
-            raise ValueError("remove_accidental_hits needs item_keys (the item identity of each column)")
-        hit_rows, hit_cols = accidental_hit_pairs(item_keys)
+    if remove_accidental_hits and item_keys is None:
+        raise ValueError("remove_accidental_hits needs item_keys (the item identity of each column)")
+    keys = item_keys if remove_accidental_hits else None
     return _FusedInBatchSoftmax.apply(
         query, item, log_q, hit_rows, hit_cols, bool(low_precision), int(chunk), int(threads)
     )
@@ -318,11 +316,9 @@ def native_in_batch_softmax_loss(
     Raises RuntimeError where the kernel cannot be built (see native_loss.available).
     Gradients are computed in the forward pass, so call it once per backward.
     """
-    hit_rows = hit_cols = None
-    if remove_accidental_hits:
-        if item_keys is None:
-            raise ValueError("remove_accidental_hits needs item_keys (the item identity of each column)")
-        hit_rows, hit_cols = accidental_hit_pairs(item_keys)
-    value, d_query, d_item = native_loss.loss_and_grads(query, item, log_q, hit_rows, hit_cols, threads=threads)
+    if remove_accidental_hits and item_keys is None:
+        raise ValueError("remove_accidental_hits needs item_keys (the item identity of each column)")
+    keys = item_keys if remove_accidental_hits else None
+    value, d_query, d_item = native_loss.loss_and_grads(query, item, log_q, keys, threads=threads)
     loss = torch.tensor(value, dtype=query.dtype)
     return _LossWithGrads.apply(query, item, loss, d_query.to(query.dtype), d_item.to(item.dtype))

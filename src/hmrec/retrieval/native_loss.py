@@ -33,7 +33,7 @@ RANGES = 4
 _SIGNATURES = {
     "hmrec_softmax_loss_rows": (
         ctypes.c_double,
-        [ctypes.c_int64, ctypes.c_int64, *[ctypes.c_void_p] * 6, ctypes.c_int64, ctypes.c_int64, ctypes.c_float,
+        [ctypes.c_int64, ctypes.c_int64, *[ctypes.c_void_p] * 5, ctypes.c_int64, ctypes.c_int64, ctypes.c_float,
          *[ctypes.c_void_p] * 3],
     )
 }
@@ -76,13 +76,13 @@ def loss_and_grads(
     query: torch.Tensor,
     item: torch.Tensor,
     log_q: torch.Tensor | None,
-    hit_rows: torch.Tensor | None,
-    hit_cols: torch.Tensor | None,
+    item_keys: torch.Tensor | None,
     threads: int = 1,
 ) -> tuple[float, torch.Tensor, torch.Tensor]:
     """Mean in-batch softmax loss and its gradients w.r.t. query and item (fp32).
 
-    hit_rows/hit_cols: accidental-hit positions sorted by row (loss.accidental_hit_pairs).
+    item_keys: the item identity of each column; given, accidental hits (another column
+    holding row r's article) are removed inside the kernel. None: no removal.
     """
     b, d = query.shape
     dp, bp = padded_dim(d), -(-b // (2 * VW)) * 2 * VW  # the kernel takes column tiles in pairs
@@ -94,12 +94,13 @@ def loss_and_grads(
     tiles = np.ascontiguousarray(it.reshape(bp // VW, VW, dp).transpose(0, 2, 1))
     bias = np.full(bp, -np.inf, dtype=np.float32)
     bias[:b] = 0.0 if log_q is None else -log_q.detach().float().numpy()
-    if hit_rows is not None and hit_rows.numel():
-        hit_ptr = np.searchsorted(hit_rows.numpy(), np.arange(b + 1)).astype(np.int64)
-        cols = np.ascontiguousarray(hit_cols.numpy(), dtype=np.int64)
-    else:
-        hit_ptr = np.zeros(b + 1, dtype=np.int64)
-        cols = np.zeros(1, dtype=np.int64)
+    keys = None
+    if item_keys is not None:
+        k = item_keys.detach().numpy().astype(np.int64, copy=False)
+        keys = np.full(bp, np.iinfo(np.int32).min, dtype=np.int32)  # padding: a key no item has
+        if k.size and (k.min() <= np.iinfo(np.int32).min or k.max() > np.iinfo(np.int32).max):
+            k = np.unique(k, return_inverse=True)[1]
+        keys[:b] = k
     dq = np.empty((bp, dp), dtype=np.float32)
     n_blocks = bp // RB
     bounds = [round(k * n_blocks / RANGES) * RB for k in range(RANGES + 1)]
@@ -111,7 +112,7 @@ def loss_and_grads(
     def run(k: int) -> float:
         work = np.empty((RB, bp + VW), dtype=np.float32)
         start, stop = ranges[k]
-        return fn(b, bp, _ptr(q), _ptr(it), _ptr(tiles), _ptr(bias), _ptr(hit_ptr), _ptr(cols),
+        return fn(b, bp, _ptr(q), _ptr(it), _ptr(tiles), _ptr(bias), None if keys is None else _ptr(keys),
                   start, stop, float(scale), _ptr(dq), _ptr(di[k]), _ptr(work))
 
     if threads > 1 and len(ranges) > 1:

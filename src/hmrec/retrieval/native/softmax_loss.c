@@ -16,7 +16,8 @@
  *   item_tiles [BP/16][DIM][16]  item embeddings, transposed in tiles of 16 columns
  *           (contiguous, so the logits pass reads them without cache-set conflicts)
  *   bias    [BP]        added to every logit of column j: -log q_j, 0, or -inf for padding
- *   hit_ptr [B+1], hit_cols: accidental hits of row r are hit_cols[hit_ptr[r]..hit_ptr[r+1])
+ *   keys    [BP]        int32 item identity per column, or NULL: column j != r is an
+ *                       accidental hit of row r (logit -inf) when keys[j] == keys[r]
  * Outputs for rows [row_start, row_stop) (multiples of RB):
  *   dq      [BP][DIM]   rows of this range: scale * (sum_j p_rj i_j - i_r)
  *   di      [BP][DIM]   this range's part of d_item (overwritten): scale * sum_r (p_rj - [j = r]) q_r
@@ -92,7 +93,7 @@ static inline vf vexp_nonpos(vf x) {
 
 double hmrec_softmax_loss_rows(
     int64_t b, int64_t bp, const float *q, const float *item, const float *item_tiles, const float *bias,
-    const int64_t *hit_ptr, const int64_t *hit_cols, int64_t row_start, int64_t row_stop, float scale,
+    const int32_t *keys, int64_t row_start, int64_t row_stop, float scale,
     float *dq, float *di, float *work)
 {
     const int64_t nv = bp / VW;
@@ -100,9 +101,7 @@ double hmrec_softmax_loss_rows(
     double loss = 0.0;
     memset(di, 0, sizeof(float) * (size_t)bp * DIM);
     for (int64_t r0 = row_start; r0 < row_stop; r0 += RB) {
-        /* 1. logits of RB rows, L[r][j] = bias_j + q_r . i_j, and each row's max */
-        vf mv[RB];
-        for (int r = 0; r < RB; r++) mv[r] = vsplat(-INFINITY);
+        /* 1. logits of RB rows, L[r][j] = bias_j + q_r . i_j */
         for (int64_t jv = 0; jv < nv; jv += 2) { /* two column tiles: 2 loads feed 2 * RB FMAs */
             const float *t0 = item_tiles + jv * DIM * VW, *t1 = t0 + DIM * VW;
             vf a0[RB], a1[RB];
@@ -119,13 +118,9 @@ double hmrec_softmax_loss_rows(
             for (int r = 0; r < RB; r++) {
                 vstore(work + r * ws + jv * VW, a0[r]);
                 vstore(work + r * ws + jv * VW + VW, a1[r]);
-                vf hi = (vf)((((vi)a0[r]) & (a0[r] > a1[r])) | (((vi)a1[r]) & ~(a0[r] > a1[r])));
-                vi gt = hi > mv[r];
-                mv[r] = (vf)(((vi)hi & gt) | ((vi)mv[r] & ~gt));
             }
         }
-        /* 2. per row: hits -> -inf (and the max taken again without them), E = exp(L - max)
-         * in place, z = sum E */
+        /* 2. per row: hits, max, E = exp(L - max) in place, z = sum E */
         vf qv[RB][DV];
         float zs[RB];
         for (int r = 0; r < RB; r++) {
@@ -137,18 +132,31 @@ double hmrec_softmax_loss_rows(
                 zs[r] = 0.0f;
                 continue;
             }
-            float m = hmax(mv[r]);
             float positive = l[row];
-            if (hit_ptr[row + 1] > hit_ptr[row]) {
-                for (int64_t h = hit_ptr[row]; h < hit_ptr[row + 1]; h++) l[hit_cols[h]] = -INFINITY;
-                vf hv = vsplat(-INFINITY); /* the max without the hits: a hit's logit must not set the shift */
+            /* accidental hits -> -inf (every other column with this row's key), and the max */
+            vf mv = vsplat(-INFINITY);
+            if (keys) {
+                const vi key = (vi){0} + keys[row];
+                const vf ninf = vsplat(-INFINITY);
+                for (int64_t jv = 0; jv < nv; jv++) {
+                    vi kj;
+                    memcpy(&kj, keys + jv * VW, sizeof kj);
+                    vi hit = kj == key;
+                    vf v = (vf)(((vi)vload(l + jv * VW) & ~hit) | ((vi)ninf & hit));
+                    vstore(l + jv * VW, v);
+                    vi gt = v > mv;
+                    mv = (vf)(((vi)v & gt) | ((vi)mv & ~gt));
+                }
+                l[row] = positive; /* its own key: restore it */
+            } else {
                 for (int64_t jv = 0; jv < nv; jv++) {
                     vf v = vload(l + jv * VW);
-                    vi gt = v > hv;
-                    hv = (vf)(((vi)v & gt) | ((vi)hv & ~gt));
+                    vi gt = v > mv;
+                    mv = (vf)(((vi)v & gt) | ((vi)mv & ~gt));
                 }
-                m = hmax(hv);
             }
+            float m = hmax(mv);
+            m = positive > m ? positive : m;
             vf zv = vsplat(0.0f);
             vf mm = vsplat(m);
             for (int64_t jv = 0; jv < nv; jv++) {
