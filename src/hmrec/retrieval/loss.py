@@ -281,9 +281,11 @@ def fused_in_batch_softmax_loss(
     Gradients are computed in the forward pass, so call it once per backward; the
     log_q and item_keys inputs get no gradient.
     """
-    if remove_accidental_hits and item_keys is None:
-        raise ValueError("remove_accidental_hits needs item_keys (the item identity of each column)")
-    keys = item_keys if remove_accidental_hits else None
+    hit_rows = hit_cols = None
+    if remove_accidental_hits:
+        if item_keys is None:
+            raise ValueError("remove_accidental_hits needs item_keys (the item identity of each column)")
+        hit_rows, hit_cols = accidental_hit_pairs(item_keys)
     return _FusedInBatchSoftmax.apply(
         query, item, log_q, hit_rows, hit_cols, bool(low_precision), int(chunk), int(threads)
     )
