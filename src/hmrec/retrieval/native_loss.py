@@ -33,7 +33,7 @@ RANGES = 4
 _SIGNATURES = {
     "hmrec_softmax_loss_rows": (
         ctypes.c_double,
-        [ctypes.c_int64, ctypes.c_int64, *[ctypes.c_void_p] * 5, ctypes.c_int64, ctypes.c_int64, ctypes.c_float,
+        [ctypes.c_int64, ctypes.c_int64, *[ctypes.c_void_p] * 6, ctypes.c_int64, ctypes.c_int64, ctypes.c_float,
          *[ctypes.c_void_p] * 3],
     )
 }
@@ -94,13 +94,16 @@ def loss_and_grads(
     tiles = np.ascontiguousarray(it.reshape(bp // VW, VW, dp).transpose(0, 2, 1))
     bias = np.full(bp, -np.inf, dtype=np.float32)
     bias[:b] = 0.0 if log_q is None else -log_q.detach().float().numpy()
-    keys = None
+    keys = has_hit = None
     if item_keys is not None:
         k = item_keys.detach().numpy().astype(np.int64, copy=False)
         keys = np.full(bp, np.iinfo(np.int32).min, dtype=np.int32)  # padding: a key no item has
         if k.size and (k.min() <= np.iinfo(np.int32).min or k.max() > np.iinfo(np.int32).max):
             k = np.unique(k, return_inverse=True)[1]
         keys[:b] = k
+        _, inverse, counts = np.unique(k, return_inverse=True, return_counts=True)
+        has_hit = np.zeros(bp, dtype=np.uint8)
+        has_hit[:b] = counts[inverse] > 1
     dq = np.empty((bp, dp), dtype=np.float32)
     n_blocks = bp // RB
     bounds = [round(k * n_blocks / RANGES) * RB for k in range(RANGES + 1)]
@@ -112,7 +115,7 @@ def loss_and_grads(
     def run(k: int) -> float:
         work = np.empty((RB, bp + VW), dtype=np.float32)
         start, stop = ranges[k]
-        return fn(b, bp, _ptr(q), _ptr(it), _ptr(tiles), _ptr(bias), None if keys is None else _ptr(keys),
+        return fn(b, bp, _ptr(q), _ptr(it), _ptr(tiles), _ptr(bias), None if keys is None else _ptr(keys), None if has_hit is None else _ptr(has_hit),
                   start, stop, float(scale), _ptr(dq), _ptr(di[k]), _ptr(work))
 
     if threads > 1 and len(ranges) > 1:

@@ -18,6 +18,8 @@
  *   bias    [BP]        added to every logit of column j: -log q_j, 0, or -inf for padding
  *   keys    [BP]        int32 item identity per column, or NULL: column j != r is an
  *                       accidental hit of row r (logit -inf) when keys[j] == keys[r]
+ *   has_hit [BP]        uint8, 1 where the row's key occurs in another column (only
+ *                       those rows are searched for hits); used only with keys
  * Outputs for rows [row_start, row_stop) (multiples of RB):
  *   dq      [BP][DIM]   rows of this range: scale * (sum_j p_rj i_j - i_r)
  *   di      [BP][DIM]   this range's part of d_item (overwritten): scale * sum_r (p_rj - [j = r]) q_r
@@ -93,7 +95,7 @@ static inline vf vexp_nonpos(vf x) {
 
 double hmrec_softmax_loss_rows(
     int64_t b, int64_t bp, const float *q, const float *item, const float *item_tiles, const float *bias,
-    const int32_t *keys, int64_t row_start, int64_t row_stop, float scale,
+    const int32_t *keys, const uint8_t *has_hit, int64_t row_start, int64_t row_stop, float scale,
     float *dq, float *di, float *work)
 {
     const int64_t nv = bp / VW;
@@ -101,7 +103,9 @@ double hmrec_softmax_loss_rows(
     double loss = 0.0;
     memset(di, 0, sizeof(float) * (size_t)bp * DIM);
     for (int64_t r0 = row_start; r0 < row_stop; r0 += RB) {
-        /* 1. logits of RB rows, L[r][j] = bias_j + q_r . i_j */
+        /* 1. logits of RB rows, L[r][j] = bias_j + q_r . i_j, and each row's max */
+        vf mv[RB];
+        for (int r = 0; r < RB; r++) mv[r] = vsplat(-INFINITY);
         for (int64_t jv = 0; jv < nv; jv += 2) { /* two column tiles: 2 loads feed 2 * RB FMAs */
             const float *t0 = item_tiles + jv * DIM * VW, *t1 = t0 + DIM * VW;
             vf a0[RB], a1[RB];
@@ -118,6 +122,10 @@ double hmrec_softmax_loss_rows(
             for (int r = 0; r < RB; r++) {
                 vstore(work + r * ws + jv * VW, a0[r]);
                 vstore(work + r * ws + jv * VW + VW, a1[r]);
+                vi g01 = a0[r] > a1[r];
+                vf hi = (vf)(((vi)a0[r] & g01) | ((vi)a1[r] & ~g01));
+                vi gt = hi > mv[r];
+                mv[r] = (vf)(((vi)hi & gt) | ((vi)mv[r] & ~gt));
             }
         }
         /* 2. per row: hits, max, E = exp(L - max) in place, z = sum E */
@@ -133,30 +141,26 @@ double hmrec_softmax_loss_rows(
                 continue;
             }
             float positive = l[row];
-            /* accidental hits -> -inf (every other column with this row's key), and the max */
-            vf mv = vsplat(-INFINITY);
-            if (keys) {
+            float m = hmax(mv[r]);
+            if (keys && has_hit[row]) {
+                /* accidental hits -> -inf (every other column with this row's key), and the
+                 * max again without them */
                 const vi key = (vi){0} + keys[row];
                 const vf ninf = vsplat(-INFINITY);
+                vf hv = ninf;
                 for (int64_t jv = 0; jv < nv; jv++) {
                     vi kj;
                     memcpy(&kj, keys + jv * VW, sizeof kj);
                     vi hit = kj == key;
                     vf v = (vf)(((vi)vload(l + jv * VW) & ~hit) | ((vi)ninf & hit));
                     vstore(l + jv * VW, v);
-                    vi gt = v > mv;
-                    mv = (vf)(((vi)v & gt) | ((vi)mv & ~gt));
+                    vi gt = v > hv;
+                    hv = (vf)(((vi)v & gt) | ((vi)hv & ~gt));
                 }
                 l[row] = positive; /* its own key: restore it */
-            } else {
-                for (int64_t jv = 0; jv < nv; jv++) {
-                    vf v = vload(l + jv * VW);
-                    vi gt = v > mv;
-                    mv = (vf)(((vi)v & gt) | ((vi)mv & ~gt));
-                }
+                m = hmax(hv);
+                m = positive > m ? positive : m;
             }
-            float m = hmax(mv);
-            m = positive > m ? positive : m;
             vf zv = vsplat(0.0f);
             vf mm = vsplat(m);
             for (int64_t jv = 0; jv < nv; jv++) {
