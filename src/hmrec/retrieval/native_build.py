@@ -24,6 +24,7 @@ import subprocess
 import tempfile
 import threading
 import warnings
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 SOURCES = Path(__file__).with_name("native")
@@ -34,6 +35,7 @@ DISABLE_ENV = "HMREC_NATIVE"
 
 _lock = threading.Lock()
 _loaded: dict[tuple[str, int], ctypes.CDLL | None] = {}
+_pools: dict[int, ThreadPoolExecutor] = {}
 
 
 def cache_dir() -> Path:
@@ -112,3 +114,11 @@ def load(name: str, dim: int, signatures: dict[str, tuple[object, list[object]]]
                     lib = None
             _loaded[key] = lib
         return _loaded[key]
+
+
+def pool(threads: int) -> ThreadPoolExecutor:
+    """A shared pool of worker threads for kernel calls (ctypes releases the GIL in them)."""
+    with _lock:
+        if threads not in _pools:
+            _pools[threads] = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="hmrec-native")
+        return _pools[threads]

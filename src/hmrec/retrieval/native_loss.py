@@ -16,8 +16,6 @@ the same RANGES ranges, each with its own d_item buffer, summed in a fixed order
 from __future__ import annotations
 
 import ctypes
-import threading
-from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import torch
@@ -37,8 +35,6 @@ _SIGNATURES = {
          *[ctypes.c_void_p] * 3],
     )
 }
-_lock = threading.Lock()
-_pools: dict[int, ThreadPoolExecutor] = {}
 
 
 def padded_dim(dim: int) -> int:
@@ -52,13 +48,6 @@ def _library(padded: int) -> ctypes.CDLL | None:
 def available(dim: int = 16) -> bool:
     """True when the kernel for this embedding size is built (building it if needed)."""
     return _library(padded_dim(dim)) is not None
-
-def _pool(n: int) -> ThreadPoolExecutor:
-    with _lock:
-        if n not in _pools:
-            _pools[n] = ThreadPoolExecutor(max_workers=n, thread_name_prefix="hmrec-native-loss")
-        return _pools[n]
-
 
 def _ptr(a: np.ndarray) -> int:
     return a.ctypes.data
@@ -119,7 +108,7 @@ def loss_and_grads(
                   start, stop, float(scale), _ptr(dq), _ptr(di[k]), _ptr(work))
 
     if threads > 1 and len(ranges) > 1:
-        totals = list(_pool(min(threads, len(ranges))).map(run, range(len(ranges))))
+        totals = list(native_build.pool(min(threads, len(ranges))).map(run, range(len(ranges))))
     else:
         totals = [run(k) for k in range(len(ranges))]
     d_item = di[0]

@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import ctypes
 import os
-import threading
-from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
@@ -25,8 +23,6 @@ _SIGNATURES = {
     "hmrec_target_ranks": (None, [ctypes.c_int64, *[ctypes.c_void_p] * 6, ctypes.c_int64, ctypes.c_int64,
                                   ctypes.c_void_p])
 }
-_lock = threading.Lock()
-_pools: dict[int, ThreadPoolExecutor] = {}
 
 
 def _library(dim: int) -> ctypes.CDLL | None:
@@ -36,13 +32,6 @@ def _library(dim: int) -> ctypes.CDLL | None:
 def available(dim: int) -> bool:
     """True when the kernel for this embedding size is built (building it if needed)."""
     return _library(dim) is not None
-
-
-def _pool(n: int) -> ThreadPoolExecutor:
-    with _lock:
-        if n not in _pools:
-            _pools[n] = ThreadPoolExecutor(max_workers=n, thread_name_prefix="hmrec-ranks")
-        return _pools[n]
 
 
 def target_ranks(
@@ -89,7 +78,7 @@ def target_ranks(
         fn(np_, *ptr, r[0], r[1], out_sorted.ctypes.data)
 
     if threads > 1 and len(ranges) > 1:
-        list(_pool(threads).map(run, ranges))
+        list(native_build.pool(threads).map(run, ranges))
     else:
         for r in ranges:
             run(r)
