@@ -20,6 +20,7 @@
 #ifndef DIM
 #error "compile with -DDIM=<embedding size>"
 #endif
+#define PREFETCH 8
 
 void hmrec_lazy_adamw_rows(
     int64_t n, const int64_t *ids, const int64_t *order, const int64_t *starts, const float *grad_rows,
@@ -28,6 +29,11 @@ void hmrec_lazy_adamw_rows(
 {
     const int64_t sw = 2 * DIM + 1;
     for (int64_t u = 0; u < n; u++) {
+        if (u + PREFETCH < n) { /* rows are random in tables of millions: ask for them early */
+            const int64_t p = ids[u + PREFETCH];
+            __builtin_prefetch(weight + p * DIM, 1);
+            for (int64_t b = 0; b < sw * (int64_t)sizeof(float); b += 64) __builtin_prefetch((const char *)(state + p * sw) + b, 1);
+        }
         const int64_t r = ids[u];
         float *w = weight + r * DIM;
         float *st = state + r * sw;
