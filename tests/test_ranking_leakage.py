@@ -6,7 +6,12 @@ import numpy as np
 import polars as pl
 import pytest
 
-from hmrec.ranking.leakage import _encoded, feature_separation, null_pattern_leaks, null_shares
+from hmrec.ranking.leakage import (
+    _encoded,
+    feature_separation,
+    null_pattern_leaks,
+    null_shares,
+)
 
 
 def _frame() -> pl.DataFrame:

@@ -34,27 +34,6 @@ class EvaluateStepResult:
     seconds: float
 
 
-class SharedRetrieval:
-    """The retrieval stage with its last answer remembered, shared by the filter-policy
-    variants: the harness asks every system for the same batch in turn, and retrieval
-    (one FAISS search over the whole catalogue per customer) does not depend on the
-    policy, so it runs once per batch instead of twice per policy. Everything else is
-    the wrapped stage's."""
-
-    def __init__(self, stage) -> None:
-        self._stage = stage
-        self._last: tuple[tuple, object] | None = None
-
-    def __getattr__(self, name: str):
-        return getattr(self._stage, name)
-
-    def __call__(self, customer_ids, at, k):
-        key = (tuple(customer_ids), at, k)
-        if self._last is None or self._last[0] != key:
-            self._last = (key, self._stage(customer_ids, at, k))
-        return self._last[1]
-
-
 def pipeline_system(rec: FourStageRecommender, at) -> System:
     """The 4-stage recommender as an evaluation System (final lists + its candidate set)."""
 
@@ -85,8 +64,9 @@ def run_evaluate_step(settings: Settings, progress: Progress | None = None) -> E
     fs = FeatureStore(settings.store_dir)
     layout = split_layout(fs, settings)
     at = layout["test_start"]
+    # the policy variants share each batch's retrieval and per-pair ranking features
+    # (FourStageRecommender.with_policy), so only their filters and list features differ
     rec = load_recommender(settings, fs=fs)
-    rec.retrieval = SharedRetrieval(rec.retrieval)  # before the variants copy the recommender
     systems = {"two_tower": two_tower_system(rec, at)}
     for policy in FILTER_POLICIES:
         systems[f"pipeline_{policy}"] = pipeline_system(rec.with_policy(policy), at)
