@@ -55,6 +55,22 @@ def test_candidate_scores_recall_mean_and_pooled_reachable_share():
     assert scores["recall_at_1"] == pytest.approx((0.0 + 1.0) / 2)
 
 
+def test_candidate_scores_count_a_repeated_candidate_once_at_its_first_place():
+    # c bought A, B, C; A is listed at 2 and again at 4, B at 5 (beyond k=4), C never
+    actual = {"c": ["A", "B", "C"], "d": ["Q"]}
+    listed = {"c": ["X", "A", "Y", "A", "B"], "d": ["Q", "Q"]}
+    scores = candidate_scores(actual, listed, k=4, curve=(1, 2, 3))
+    assert scores["recall_at_1"] == pytest.approx((0 + 1) / 2)
+    assert scores["recall_at_2"] == pytest.approx((1 / 3 + 1) / 2)
+    assert scores["recall_at_4"] == pytest.approx((1 / 3 + 1) / 2)
+    assert scores["reachable_share"] == pytest.approx(2 / 4)  # A and Q of the 4 purchases
+
+
+def test_an_unknown_article_is_named_with_its_system_and_customer():
+    with pytest.raises(EvaluationInputError, match="'sys' recommended unknown article 'Z' to customer 'c1'"):
+        evaluate_systems(ACTUAL, {"sys": lambda ids, k: {c: ["A", "Z"] for c in ids}}, known_articles={"A", "B"})
+
+
 def test_evaluate_systems_and_json_shape(tmp_path):
     asked = []
 
