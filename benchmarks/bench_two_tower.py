@@ -4,6 +4,7 @@ Usage:
     python benchmarks/bench_two_tower.py                       # all variants, 2 threads
     python benchmarks/bench_two_tower.py --variants default --batches 400
     python benchmarks/bench_two_tower.py --profile default     # torch.profiler op table
+    python benchmarks/bench_two_tower.py --parts default       # ms per part of a step (C kernels included)
 
 What it builds: the reference architecture (query: customer_id emb 16 + normalised age
 + missing flag + month sin/cos -> 16 ReLU -> 16; item: article_id emb 16 + one-hot
@@ -136,9 +137,8 @@ def synthetic_data(rows: int, n_customers: int, n_articles: int, seed: int) -> t
     return EncodedSplit(query, torch.from_numpy(item_pos)), catalogue
 
 
-def time_variant(
-    name: str, data: EncodedSplit, catalogue: TowerInputs, log_q: torch.Tensor, args: argparse.Namespace
-) -> dict:
+def make_engine(name: str, catalogue: TowerInputs, log_q: torch.Tensor, args: argparse.Namespace) -> StepEngine:
+    """A fresh model and StepEngine configured as variant `name` (sets torch's thread count)."""
     v = VARIANTS[name]
     config = TwoTowerConfig(
         batch_size=args.batch_size,
@@ -151,7 +151,14 @@ def time_variant(
     )
     torch.set_num_threads(v.get("omp", args.threads))
     model = build_model(config, args.customers, args.articles)
-    engine = StepEngine(model, config, catalogue, log_q, fused_loss=v["fused_loss"])
+    return StepEngine(model, config, catalogue, log_q, fused_loss=v["fused_loss"])
+
+
+def time_variant(
+    name: str, data: EncodedSplit, catalogue: TowerInputs, log_q: torch.Tensor, args: argparse.Namespace
+) -> dict:
+    engine = make_engine(name, catalogue, log_q, args)
+    config = engine.config
     gen = torch.Generator().manual_seed(args.seed)
     n_idx = (args.warmup + args.batches) * args.batch_size
     idx = torch.randint(0, len(data), (n_idx,), generator=gen)
@@ -214,12 +221,7 @@ def calibrate(threads: int, reps: int = 5, n: int = 30) -> float:
 def profile_variant(name: str, data, catalogue, log_q, args) -> str:
     from torch.profiler import ProfilerActivity, profile
 
-    v = VARIANTS[name]
-    config = TwoTowerConfig(
-        batch_size=args.batch_size, fast_matmul=v["fast_matmul"], compile=v["compile"], step_threads=v.get("step_threads", 1)
-    )
-    torch.set_num_threads(v.get("omp", args.threads))
-    engine = StepEngine(build_model(config, args.customers, args.articles), config, catalogue, log_q, fused_loss=v["fused_loss"])
+    engine = make_engine(name, catalogue, log_q, args)
     gen = torch.Generator().manual_seed(0)
     b = args.batch_size
 
@@ -235,6 +237,65 @@ def profile_variant(name: str, data, catalogue, log_q, args) -> str:
     return prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=30)
 
 
+def time_parts(name: str, data, catalogue, log_q, args) -> dict[str, float]:
+    """Wall ms per batch of each part of a training step (C kernels included, unlike --profile)."""
+    import hmrec.retrieval.trainer as trainer_module
+    from hmrec.retrieval import sparse_adam
+
+    engine = make_engine(name, catalogue, log_q, args)
+    totals: dict[str, float] = {}
+
+    def timed(part, fn):
+        def wrapper(*a, **k):
+            t = time.perf_counter()
+            out = fn(*a, **k)
+            totals[part] = totals.get(part, 0.0) + time.perf_counter() - t
+            return out
+        return wrapper
+
+    saved = (trainer_module.native_in_batch_softmax_loss, trainer_module.fused_in_batch_softmax_loss,
+             sparse_adam.LazyRowAdamW.step)
+    trainer_module.native_in_batch_softmax_loss = timed("loss (kernel + wrapper)", saved[0])
+    trainer_module.fused_in_batch_softmax_loss = timed("loss (kernel + wrapper)", saved[1])
+    sparse_adam.LazyRowAdamW.step = timed("row-sparse AdamW", saved[2])
+    engine.dense = timed("towers forward", engine.dense)
+    engine.dense_opt.step = timed("dense AdamW", engine.dense_opt.step)
+    engine.batch_loss = timed("forward total", engine.batch_loss)
+    try:
+        gen = torch.Generator().manual_seed(args.seed)
+        b = args.batch_size
+        idx = torch.randint(0, len(data), ((args.warmup + args.batches) * b,), generator=gen)
+        step_s = assembly_s = 0.0
+        for k in range(args.warmup + args.batches):
+            if k == args.warmup:
+                totals.clear()
+                step_s = assembly_s = 0.0
+            t0 = time.perf_counter()
+            sl = idx[k * b : (k + 1) * b]
+            q_in, item_pos = data.query.take(sl), data.item_pos.index_select(0, sl)
+            t1 = time.perf_counter()
+            engine.step(q_in, item_pos)
+            t2 = time.perf_counter()
+            assembly_s += t1 - t0
+            step_s += t2 - t1
+    finally:
+        (trainer_module.native_in_batch_softmax_loss, trainer_module.fused_in_batch_softmax_loss,
+         sparse_adam.LazyRowAdamW.step) = saved
+    ms = {k: 1000 * v / args.batches for k, v in totals.items()}
+    forward = ms.pop("forward total")
+    parts = {
+        "loss (kernel + wrapper)": ms.get("loss (kernel + wrapper)", 0.0),
+        "towers forward": ms.get("towers forward", 0.0),
+        "gathers, log q (rest of forward)": forward - ms.get("loss (kernel + wrapper)", 0.0) - ms.get("towers forward", 0.0),
+        "backward": 1000 * step_s / args.batches - forward - ms.get("dense AdamW", 0.0) - ms.get("row-sparse AdamW", 0.0),
+        "row-sparse AdamW": ms.get("row-sparse AdamW", 0.0),
+        "dense AdamW": ms.get("dense AdamW", 0.0),
+        "batch assembly": 1000 * assembly_s / args.batches,
+    }
+    parts["step + assembly"] = 1000 * (step_s + assembly_s) / args.batches
+    return {k: round(v, 3) for k, v in parts.items()}
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--rows", type=int, default=FULL_ROWS)
@@ -247,6 +308,7 @@ def main() -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--variants", default=",".join(VARIANTS))
     p.add_argument("--profile", default=None, help="print a torch.profiler table for this variant instead")
+    p.add_argument("--parts", default=None, help="print ms per batch of each part of this variant's step instead")
     p.add_argument("--out", type=Path, default=RESULTS / "two_tower.json")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
@@ -257,6 +319,15 @@ def main() -> None:
     build_s = time.perf_counter() - t0
     if args.profile:
         print(profile_variant(args.profile, data, catalogue, log_q, args))
+        return
+    if args.parts:
+        parts = time_parts(args.parts, data, catalogue, log_q, args)
+        for part, ms in parts.items():
+            print(f"{part:34s}{ms:8.2f} ms")
+        out = RESULTS / f"two_tower_parts_{args.parts}.json"
+        out.write_text(json.dumps({"variant": args.parts, "batches": args.batches, "ms_per_batch": parts,
+                                   "load_avg_1m_at_start": round(load_start, 2)}, indent=2) + "\n")
+        print(f"written to {out}")
         return
     t = time.perf_counter()
     torch.randperm(args.rows, generator=torch.Generator().manual_seed(0))
