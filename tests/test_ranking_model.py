@@ -105,3 +105,25 @@ def test_missing_feature_column_is_named() -> None:
     model = RankingModel(iterations=5, depth=2, thread_count=1).fit(_frame(100), FEATURES)
     with pytest.raises(ValueError, match="'x'"):
         model.predict(_frame(10).drop("x"))
+
+
+def test_categories_converted_once_give_the_same_scores_on_any_row_subset() -> None:
+    """RankingModel.predict(rows, categories=...) with the categorical columns converted once
+    for a bigger frame (categorical_frame) and taken for the rows scores exactly as predict(rows)."""
+    from hmrec.ranking.model import categorical_frame
+
+    rng = np.random.default_rng(0)
+    n = 400
+    df = pl.DataFrame({
+        "x": rng.normal(size=n),
+        "colour": pl.Series(rng.choice(["red", "blue", "green", None], n), dtype=pl.String),
+        "shape": pl.Series(rng.choice(["a", "b"], n), dtype=pl.String),
+        "label": (rng.random(n) < 0.3).astype(np.int8),
+    })
+    model = RankingModel(iterations=20, depth=3, thread_count=1).fit(df, ["x", "colour", "shape"])
+    cats = categorical_frame(df, model.cat_features_)
+    rows = np.flatnonzero(rng.random(n) < 0.4)
+    subset = df[rows]
+    np.testing.assert_array_equal(model.predict(subset, categories=cats.take(rows)), model.predict(subset))
+    with pytest.raises(ValueError, match="rows"):
+        model.predict(subset, categories=cats)

@@ -47,7 +47,7 @@ from hmrec.ranking.metrics import (
     list_metrics,
     ndcg_at_k,
 )
-from hmrec.ranking.model import RankingModel, categorical_columns, to_pool
+from hmrec.ranking.model import RankingModel, categorical_columns, categorical_frame, to_pool
 from hmrec.ranking.negatives import (
     CandidateFn,
     candidate_frame,
@@ -103,5 +103,6 @@ __all__ = [
     "retrieval_negatives",
     "sample_customers",
     "to_pool",
+    "categorical_frame",
     "train_ranking",
 ]

@@ -42,7 +42,13 @@ import numpy as np
 import polars as pl
 
 from hmrec.features.customers import age_group
-from hmrec.ranking import LIST_FEATURES, RankingModel, add_list_features, feature_rows
+from hmrec.ranking import (
+    LIST_FEATURES,
+    RankingModel,
+    add_list_features,
+    categorical_frame,
+    feature_rows,
+)
 from hmrec.retrieval.candidates import RetrievalStage, query_rows
 from hmrec.serving.lookups import OnlineLookups, UnsupportedModel, day_number
 
@@ -110,6 +116,7 @@ class _BatchWork:
         self.known: list[str] = []
         self.rows: pl.DataFrame | None = None
         self.features: pl.DataFrame | None = None
+        self.categories = None  # the ranker's categorical features of `features`, converted once
 
 
 def candidate_rows(found: dict[str, list[tuple[str, float]]]) -> pl.DataFrame:
@@ -242,10 +249,12 @@ class FourStageRecommender:
         work.key, work.history, work.known = key, self.history, known
         return work
 
-    def _ranking_features(self, at: dt.date, work: _BatchWork) -> pl.DataFrame:
+    def _ranking_features(self, at: dt.date, work: _BatchWork) -> tuple[pl.DataFrame, object]:
         """Ranking features of this policy's list: the batch's per-pair features (computed
         on first use, for every row of the batch) masked to the list, plus LIST_FEATURES
-        over it."""
+        over it; and the same rows of the batch's categorical features as the ranker takes
+        them (converted once per batch: converting was most of a policy's scoring time),
+        or None for a ranker without categorical features."""
         if work.features is None:
             pairs = work.rows.select("customer_id", "article_id", pl.lit(at, dtype=pl.Date).alias("as_of"))
             # feature_rows reads only purchases before each row's as_of: the whole history is passed
@@ -253,7 +262,14 @@ class FourStageRecommender:
                                  pair_scorer=self.retrieval.score_pairs)
             work.features = feats.drop([c for c in LIST_FEATURES if c in feats.columns]).with_columns(
                 work.rows["_c"])
-        return add_list_features(work.features.filter(work.rows.select(self._policy_mask()).to_series()))
+            cats = getattr(self.ranker, "cat_features_", None)
+            if cats:
+                work.categories = categorical_frame(work.features, cats)
+        mask = work.rows.select(self._policy_mask()).to_series()
+        feats = add_list_features(work.features.filter(mask))
+        if work.categories is None:
+            return feats, None
+        return feats, work.categories.take(np.flatnonzero(mask.to_numpy()))
 
     # -- the embeddings both paths share ----------------------------------------------------
     def query_embeddings(self, customer_ids: Sequence[str], at: dt.date) -> np.ndarray:
@@ -402,8 +418,13 @@ class FourStageRecommender:
             # 1. retrieve (shared by the policies asking for the same batch) and 2. filter
             work = self._batch_work(known, at)
             # 3. rank
-            feats = self._ranking_features(at, work)
-            scores = self.ranker.predict(feats) if feats.height else np.zeros(0)
+            feats, categories = self._ranking_features(at, work)
+            if not feats.height:
+                scores = np.zeros(0)
+            elif categories is None:
+                scores = self.ranker.predict(feats)
+            else:
+                scores = self.ranker.predict(feats, categories=categories)
             scored = feats.select("_c", "article_id").with_columns(pl.Series("score", scores, dtype=pl.Float64))
             # 4. order
             top = (scored.sort(["_c", "score", "article_id"], descending=[False, True, False])
