@@ -93,6 +93,80 @@ static inline vf vexp_nonpos(vf x) {
 }
 #endif
 
+/* Step 2 for a block of RB rows: accidental hits -> -inf, max, E = exp(L - max) in place
+ * (padding rows: E = 0), the row sums z; qv[r] = q_r * scale / z_r and zs[r] = scale / z_r
+ * (the 1/z of P = E / z goes there). Returns the block's sum of log z + max - positive. */
+static double rows_softmax(int64_t b, int64_t bp, const float *q, const int32_t *keys, const uint8_t *has_hit,
+                           int64_t r0, float scale, const vf *mv, float *work, vf qv[RB][DV], float *zs)
+{
+    const int64_t nv = bp / VW;
+    const int64_t ws = bp + VW;
+    double loss = 0.0;
+    for (int r = 0; r < RB; r++) {
+        int64_t row = r0 + r;
+        float *l = work + r * ws;
+        if (row >= b) { /* padding row: no loss, no gradient */
+            memset(l, 0, sizeof(float) * (size_t)bp);
+            for (int d = 0; d < DV; d++) qv[r][d] = vsplat(0.0f);
+            zs[r] = 0.0f;
+            continue;
+        }
+        float positive = l[row];
+        float m = hmax(mv[r]);
+        if (keys && has_hit[row]) {
+            /* accidental hits -> -inf (every other column with this row's key), and the
+             * max again without them */
+            const vi key = (vi){0} + keys[row];
+            const vf ninf = vsplat(-INFINITY);
+            vf hv = ninf;
+            for (int64_t jv = 0; jv < nv; jv++) {
+                vi kj;
+                memcpy(&kj, keys + jv * VW, sizeof kj);
+                vi hit = kj == key;
+                vf v = (vf)(((vi)vload(l + jv * VW) & ~hit) | ((vi)ninf & hit));
+                vstore(l + jv * VW, v);
+                vi gt = v > hv;
+                hv = (vf)(((vi)v & gt) | ((vi)hv & ~gt));
+            }
+            l[row] = positive; /* its own key: restore it */
+            m = hmax(hv);
+            m = positive > m ? positive : m;
+        }
+        vf zv = vsplat(0.0f);
+        vf mm = vsplat(m);
+        for (int64_t jv = 0; jv < nv; jv++) {
+            vf e = vexp_nonpos(vload(l + jv * VW) - mm);
+            vstore(l + jv * VW, e);
+            zv += e;
+        }
+        float z = hsum(zv);
+        loss += (double)logf(z) + (double)m - (double)positive;
+        float w = scale / z;
+        zs[r] = w;
+        for (int d = 0; d < DV; d++) qv[r][d] = vload(q + row * DIM + d * VW) * w;
+    }
+    return loss;
+}
+
+/* The onehot part of G (row r's positive is column r), and dq_r = scale/z_r * acc_r - scale i_r. */
+static void rows_finish(int64_t b, const float *q, const float *item, int64_t r0, float scale,
+                        vf acc[RB][DV], const float *zs, float *dq, float *di)
+{
+    for (int r = 0; r < RB; r++) {
+        int64_t row = r0 + r;
+        if (row >= b) {
+            for (int d = 0; d < DV; d++) vstore(dq + row * DIM + d * VW, vsplat(0.0f));
+            continue;
+        }
+        for (int d = 0; d < DV; d++) {
+            vf ir = vload(item + row * DIM + d * VW);
+            vf qr = vload(q + row * DIM + d * VW);
+            vstore(dq + row * DIM + d * VW, acc[r][d] * zs[r] - ir * scale);
+            vstore(di + row * DIM + d * VW, vload(di + row * DIM + d * VW) - qr * scale);
+        }
+    }
+}
+
 double hmrec_softmax_loss_rows(
     int64_t b, int64_t bp, const float *q, const float *item, const float *item_tiles, const float *bias,
     const int32_t *keys, const uint8_t *has_hit, int64_t row_start, int64_t row_stop, float scale,
@@ -131,50 +205,7 @@ double hmrec_softmax_loss_rows(
         /* 2. per row: hits, max, E = exp(L - max) in place, z = sum E */
         vf qv[RB][DV];
         float zs[RB];
-        for (int r = 0; r < RB; r++) {
-            int64_t row = r0 + r;
-            float *l = work + r * ws;
-            if (row >= b) { /* padding row: no loss, no gradient */
-                memset(l, 0, sizeof(float) * (size_t)bp);
-                for (int d = 0; d < DV; d++) qv[r][d] = vsplat(0.0f);
-                zs[r] = 0.0f;
-                continue;
-            }
-            float positive = l[row];
-            float m = hmax(mv[r]);
-            if (keys && has_hit[row]) {
-                /* accidental hits -> -inf (every other column with this row's key), and the
-                 * max again without them */
-                const vi key = (vi){0} + keys[row];
-                const vf ninf = vsplat(-INFINITY);
-                vf hv = ninf;
-                for (int64_t jv = 0; jv < nv; jv++) {
-                    vi kj;
-                    memcpy(&kj, keys + jv * VW, sizeof kj);
-                    vi hit = kj == key;
-                    vf v = (vf)(((vi)vload(l + jv * VW) & ~hit) | ((vi)ninf & hit));
-                    vstore(l + jv * VW, v);
-                    vi gt = v > hv;
-                    hv = (vf)(((vi)v & gt) | ((vi)hv & ~gt));
-                }
-                l[row] = positive; /* its own key: restore it */
-                m = hmax(hv);
-                m = positive > m ? positive : m;
-            }
-            vf zv = vsplat(0.0f);
-            vf mm = vsplat(m);
-            for (int64_t jv = 0; jv < nv; jv++) {
-                vf e = vexp_nonpos(vload(l + jv * VW) - mm);
-                vstore(l + jv * VW, e);
-                zv += e;
-            }
-            float z = hsum(zv);
-            loss += (double)logf(z) + (double)m - (double)positive;
-            /* G = scale * (E / z - onehot): the 1/z goes into q_r's copy and the result */
-            float w = scale / z;
-            zs[r] = w;
-            for (int d = 0; d < DV; d++) qv[r][d] = vload(q + row * DIM + d * VW) * w;
-        }
+        loss += rows_softmax(b, bp, q, keys, has_hit, r0, scale, mv, work, qv, zs);
         /* 3. dq_r = sum_j G[r][j] i_j ; di_j += sum_r G[r][j] q_r, JB columns at a time
          * (the JB d_item chains are independent, so the RB-long chain of additions into
          * each one does not stall the FMA units) */
@@ -199,21 +230,7 @@ double hmrec_softmax_loss_rows(
             for (int c = 0; c < JB; c++)
                 for (int d = 0; d < DV; d++) vstore(di + (j + c) * DIM + d * VW, dv[c][d]);
         }
-        /* the onehot part: row r's positive is column r */
-        for (int r = 0; r < RB; r++) {
-            int64_t row = r0 + r;
-            if (row >= b) {
-                for (int d = 0; d < DV; d++) vstore(dq + row * DIM + d * VW, vsplat(0.0f));
-                continue;
-            }
-            /* acc holds sum_j E_rj i_j, zs[r] = scale / z_r */
-            for (int d = 0; d < DV; d++) {
-                vf ir = vload(item + row * DIM + d * VW);
-                vf qr = vload(q + row * DIM + d * VW);
-                vstore(dq + row * DIM + d * VW, acc[r][d] * zs[r] - ir * scale);
-                vstore(di + row * DIM + d * VW, vload(di + row * DIM + d * VW) - qr * scale);
-            }
-        }
+        rows_finish(b, q, item, r0, scale, acc, zs, dq, di);
     }
     return loss;
 }
