@@ -84,6 +84,12 @@ def test_build_is_cached_and_a_broken_compiler_falls_back(tmp_path, monkeypatch)
     stamp = first.stat().st_mtime_ns
     assert native_build.build("softmax_loss", 32) == first and first.stat().st_mtime_ns == stamp
     assert first.parent == tmp_path
+    # an older build of the same kernel and size (another source version) is removed
+    stale = tmp_path / ("softmax_loss_d32_" + "0" * 16 + ".so")
+    stale.write_bytes(b"old")
+    first.unlink()
+    rebuilt = native_build.build("softmax_loss", 32)
+    assert rebuilt.exists() and not stale.exists()
     # a compiler that fails: no library, one warning, callers take the PyTorch path
     monkeypatch.setattr(native_build, "_loaded", {})
     monkeypatch.setenv("CC", "false")

@@ -8,8 +8,8 @@ single C file with no dependency beyond libm; building one takes well under a se
 The compiler is $CC, else ``cc``, ``gcc`` or ``clang`` on the PATH. Libraries are kept
 in HMREC_CACHE_DIR, else $XDG_CACHE_HOME/hmrec, else ~/.cache/hmrec, named with a hash of
 the source, the flags and the CPU's feature list, so a changed source or machine
-rebuilds; a build writes a temporary file and renames it, so parallel processes never
-load half a library. When nothing can be built, :func:`load` returns None after one
+rebuilds (and removes the older build of that kernel and size); a build writes a
+temporary file and renames it, so parallel processes never load half a library. When nothing can be built, :func:`load` returns None after one
 warning and the callers use their PyTorch path (same results within float rounding).
 """
 
@@ -86,10 +86,22 @@ def build(name: str, dim: int) -> Path:
         done = subprocess.run([cc, *args, "-o", tmp, str(source_path), "-lm"], capture_output=True, text=True)
         if done.returncode == 0:
             os.replace(tmp, out)
+            _prune(out)
             return out
         os.unlink(tmp)
         errors.append(f"{' '.join(args)}: {done.stderr.strip()[-500:]}")
     raise RuntimeError(f"building native/{name}.c failed:\n" + "\n".join(errors))
+
+
+def _prune(keep: Path) -> None:
+    """Remove older builds of the same kernel and size (a changed source or CPU left them)."""
+    name_dim = keep.name.rsplit("_", 1)[0]
+    for old in keep.parent.glob(f"{name_dim}_*.so"):
+        if old != keep and len(old.name) == len(keep.name):
+            try:
+                old.unlink()  # a process that loaded it keeps its mapping
+            except OSError:
+                pass
 
 
 def load(name: str, dim: int, signatures: dict[str, tuple[object, list[object]]]) -> ctypes.CDLL | None:
