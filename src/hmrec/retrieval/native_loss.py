@@ -1,8 +1,8 @@
 """The in-batch softmax loss as a small C kernel (native/softmax_loss.c), built at first use.
 
 Why: the PyTorch fused loss (loss.py) is bound by three small-K matrix products and by
-Python dispatch per row chunk; the C kernel keeps each block of logits in cache, needs
-no max pass over memory, and runs its row ranges on several threads with one call each
+Python dispatch per row chunk; the C kernel keeps each block of logits in cache, never
+writes a B x B matrix to memory, and runs its row ranges on several threads with one call each
 (ctypes releases the GIL), so both cores of a small machine work on one batch.
 
 The kernel is built per padded embedding size by native_build.py. Without a compiler,
@@ -38,6 +38,7 @@ _SIGNATURES = {
 
 
 def padded_dim(dim: int) -> int:
+    """The embedding size rounded up to whole vectors (the kernel is built per padded size)."""
     return -(-dim // VW) * VW
 
 
@@ -48,6 +49,7 @@ def _library(padded: int) -> ctypes.CDLL | None:
 def available(dim: int = 16) -> bool:
     """True when the kernel for this embedding size is built (building it if needed)."""
     return _library(padded_dim(dim)) is not None
+
 
 def _ptr(a: np.ndarray) -> int:
     return a.ctypes.data
@@ -99,13 +101,15 @@ def loss_and_grads(
     ranges = [(bounds[k], bounds[k + 1]) for k in range(RANGES) if bounds[k] < bounds[k + 1]]
     di = np.empty((len(ranges), bp, dp), dtype=np.float32)
     fn = lib.hmrec_softmax_loss_rows
-    scale = np.float32(1.0 / b)
+    scale = float(np.float32(1.0 / b))
+    keys_p = None if keys is None else _ptr(keys)
+    has_hit_p = None if has_hit is None else _ptr(has_hit)
 
     def run(k: int) -> float:
         work = np.empty((RB, bp + VW), dtype=np.float32)
         start, stop = ranges[k]
-        return fn(b, bp, _ptr(q), _ptr(it), _ptr(tiles), _ptr(bias), None if keys is None else _ptr(keys), None if has_hit is None else _ptr(has_hit),
-                  start, stop, float(scale), _ptr(dq), _ptr(di[k]), _ptr(work))
+        return fn(b, bp, _ptr(q), _ptr(it), _ptr(tiles), _ptr(bias), keys_p, has_hit_p,
+                  start, stop, scale, _ptr(dq), _ptr(di[k]), _ptr(work))
 
     if threads > 1 and len(ranges) > 1:
         totals = list(native_build.pool(min(threads, len(ranges))).map(run, range(len(ranges))))
