@@ -102,8 +102,10 @@ def train_retrieval_stage(settings: Settings, progress: Progress | None = None, 
 
     def on_epoch(stats: EpochStats) -> None:
         if progress is not None:
-            progress(f"retrieval: epoch {stats.epoch} loss {stats.train_total_loss:.3f} "
-                     f"val {stats.val_total_loss:.3f} {stats.samples_per_second:,.0f} samples/s",
+            # the retrieval loss first: the L2 term (the same for train and val) dwarfs it at full size
+            progress(f"retrieval: epoch {stats.epoch} loss {stats.train_retrieval_loss:.3f} "
+                     f"val {stats.val_retrieval_loss:.3f} (+ L2 {stats.train_regularization_loss:.1f}) "
+                     f"{stats.samples_per_second:,.0f} samples/s",
                      stats.epoch, config.num_epochs)
 
     t1 = time.perf_counter()
