@@ -11,7 +11,9 @@ random baselines, and keep the best epoch. Scores include the popularity prior
 Per step, only index arithmetic happens in Python: a batch is a slice of the epoch's
 row order, the query inputs are ``index_select``-ed from pre-encoded tensors, item
 inputs come from the encoded catalogue by catalogue position, and embedding rows are
-gathered outside autograd so their gradients are small dense (rows x dim) blocks.
+gathered outside autograd so their gradients are small dense (rows x dim) blocks. The
+loss with its gradients and the embedding-table updates run in C kernels where they can
+be built (native_loss.py, sparse_adam.py), else in PyTorch.
 """
 
 from __future__ import annotations
@@ -30,9 +32,9 @@ import polars as pl
 import torch
 from torch import nn
 
+from hmrec.retrieval import native_loss
 from hmrec.retrieval.config import TwoTowerConfig
 from hmrec.retrieval.features import TowerInputs
-from hmrec.retrieval import native_loss
 from hmrec.retrieval.loss import fused_in_batch_softmax_loss, in_batch_softmax_loss, native_in_batch_softmax_loss
 from hmrec.retrieval.metrics import (
     EvalSplit,
