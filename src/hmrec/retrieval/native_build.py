@@ -27,6 +27,8 @@ import warnings
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import numpy as np
+
 SOURCES = Path(__file__).with_name("native")
 #: Tried in order: the first set that compiles is used.
 FLAG_SETS = (["-O3", "-march=native"], ["-O3"])
@@ -134,3 +136,13 @@ def pool(threads: int) -> ThreadPoolExecutor:
         if threads not in _pools:
             _pools[threads] = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="hmrec-native")
         return _pools[threads]
+
+
+def column_tiles(rows: np.ndarray, width: int = 16) -> np.ndarray:
+    """[N][D] rows (N a multiple of width) as [N/width][D][width]: the kernels' item layout.
+
+    Each tile holds one embedding dimension of `width` consecutive items contiguously,
+    so a kernel loads a whole vector of items per dimension.
+    """
+    n, d = rows.shape
+    return np.ascontiguousarray(rows.reshape(n // width, width, d).transpose(0, 2, 1))

@@ -82,7 +82,7 @@ def loss_and_grads(
         raise RuntimeError("the native in-batch softmax is not available on this machine")
     q = _pad(query.detach().float().numpy(), bp, dp)
     it = _pad(item.detach().float().numpy(), bp, dp)
-    tiles = np.ascontiguousarray(it.reshape(bp // VW, VW, dp).transpose(0, 2, 1))
+    tiles = native_build.column_tiles(it, VW)
     bias = np.full(bp, -np.inf, dtype=np.float32)
     bias[:b] = 0.0 if log_q is None else -log_q.detach().float().numpy()
     keys = has_hit = None

@@ -52,7 +52,7 @@ def target_ranks(
     np_ = -(-n_items // VW) * VW
     padded = np.zeros((np_, dim), dtype=np.float32)
     padded[:n_items] = items
-    tiles = np.ascontiguousarray(padded.reshape(np_ // VW, VW, dim).transpose(0, 2, 1))
+    tiles = native_build.column_tiles(padded, VW)
     bias = np.full(np_, -np.inf, dtype=np.float32)
     bias[:n_items] = 0.0
     nq_pad = -(-max(nq, 1) // RB) * RB
