@@ -145,3 +145,26 @@ def test_run_evaluation_on_generated_data(raw, tmp_path):
     page = index.read_text()
     assert page.count('<div class="example">') == 3
     assert "Not available in this run: training curves." in page
+
+
+def test_list_and_candidate_scores_do_not_depend_on_customer_order_or_batches():
+    import numpy as np
+
+    from hmrec.evaluation.metrics import CandidateScores, ListScores
+
+    rng = np.random.default_rng(3)
+    actual = {f"c{i}": [f"a{j}" for j in rng.choice(40, size=int(rng.integers(1, 15)), replace=False)]
+              for i in range(300)}
+    lists = {c: [f"a{j}" for j in rng.permutation(40)[:30]] for c in actual}
+    base_lists = list_scores(actual, lists)
+    base_candidates = candidate_scores(actual, lists, k=30, curve=(1, 5, 12))
+    for seed in range(5):
+        keys = list(actual)
+        np.random.default_rng(seed).shuffle(keys)
+        ls, cs = ListScores(12), CandidateScores(30, curve=(1, 5, 12))
+        for start in range(0, len(keys), 70):  # in batches, as evaluate scores a FULL week
+            part = {c: actual[c] for c in keys[start:start + 70]}
+            ls.add(part, lists)
+            cs.add(part, lists)
+        assert ls.means() == base_lists
+        assert cs.means() == base_candidates

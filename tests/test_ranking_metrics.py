@@ -115,3 +115,24 @@ def test_classification_report_mentions_both_classes() -> None:
     assert "precision" in text and "recall" in text
     lines = [line.split() for line in text.splitlines() if line.strip()]
     assert any(parts[:3] == ["1", "0.5000", "0.5000"] for parts in lines)
+
+
+def _many_customers(n: int = 300) -> tuple[dict, dict]:
+    """Customers whose APs are many different fractions (hits at varied places of varied lists)."""
+    rng = np.random.default_rng(3)
+    actual, predicted = {}, {}
+    for i in range(n):
+        bought = [f"a{j}" for j in rng.choice(40, size=int(rng.integers(1, 15)), replace=False)]
+        actual[f"c{i}"] = bought
+        predicted[f"c{i}"] = [f"a{j}" for j in rng.permutation(40)[:12]]
+    return actual, predicted
+
+
+def test_list_metrics_do_not_depend_on_customer_order() -> None:
+    # a group-by may hand customers over in any order; the means must be bit-identical
+    actual, predicted = _many_customers()
+    base = list_metrics(actual, predicted)
+    for seed in range(5):
+        keys = list(actual)
+        np.random.default_rng(seed).shuffle(keys)
+        assert list_metrics({c: actual[c] for c in keys}, predicted) == base

@@ -16,6 +16,7 @@ list P; a repeated entry of P never scores twice):
 
 from __future__ import annotations
 
+import math
 from bisect import bisect_left
 from collections.abc import Iterable, Mapping, Sequence
 
@@ -31,13 +32,16 @@ def recall_at_k(actual: Iterable, predicted: Sequence, k: int) -> float:
 
 
 class ListScores:
-    """Running sums of MAP@k, Recall@k and NDCG@k, so customers can be scored batch by batch
-    (a FULL test week's lists need not be held at once); `means()` is `list_scores` of all."""
+    """Per-customer MAP@k, Recall@k and NDCG@k, so customers can be scored batch by batch
+    (a FULL test week's lists need not be held at once); `means()` is `list_scores` of all.
+
+    The per-customer values are kept (three floats each) and summed exactly at the end,
+    so the means do not depend on the order customers arrive in.
+    """
 
     def __init__(self, k: int = 12) -> None:
         self.k = k
-        self.n = 0
-        self.sums = [0.0, 0.0, 0.0]
+        self.values: tuple[list[float], list[float], list[float]] = ([], [], [])
 
     def add(self, actual: Mapping[str, Iterable], predicted: Mapping[str, Sequence]) -> None:
         """Score the customers of `actual` (those with no purchase are skipped)."""
@@ -47,14 +51,17 @@ class ListScores:
             if not relevant:
                 continue
             ranked = list(predicted.get(customer, ()))[:k]
-            self.n += 1
-            self.sums[0] += average_precision_at_k(relevant, ranked, k)
-            self.sums[1] += recall_at_k(relevant, ranked, k)
-            self.sums[2] += ndcg_at_k(relevant, ranked, k)
+            self.values[0].append(average_precision_at_k(relevant, ranked, k))
+            self.values[1].append(recall_at_k(relevant, ranked, k))
+            self.values[2].append(ndcg_at_k(relevant, ranked, k))
+
+    @property
+    def n(self) -> int:
+        return len(self.values[0])
 
     def means(self) -> dict[str, float]:
         n, k = self.n, self.k
-        ap, rec, ndcg = (x / n if n else 0.0 for x in self.sums)
+        ap, rec, ndcg = (math.fsum(v) / n if n else 0.0 for v in self.values)
         return {f"map_at_{k}": ap, f"recall_at_{k}": rec, f"ndcg_at_{k}": ndcg}
 
 
@@ -80,7 +87,7 @@ class CandidateScores:
         self.k = k
         self.cutoffs = sorted({*(c for c in curve if 0 < c <= k), k})
         self.n = 0
-        self.recall_sums = {c: 0.0 for c in self.cutoffs}
+        self.recalls: dict[int, list[float]] = {c: [] for c in self.cutoffs}
         self.reached = 0
         self.total = 0
 
@@ -98,12 +105,13 @@ class CandidateScores:
             positions = sorted(first.values())
             self.n += 1
             for c in self.cutoffs:
-                self.recall_sums[c] += bisect_left(positions, c) / len(relevant)
+                self.recalls[c].append(bisect_left(positions, c) / len(relevant))
             self.reached += len(positions)
             self.total += len(relevant)
 
     def means(self) -> dict[str, float]:
-        out = {f"recall_at_{c}": (v / self.n if self.n else 0.0) for c, v in self.recall_sums.items()}
+        # exact sums: the means do not depend on the order customers arrive in
+        out = {f"recall_at_{c}": (math.fsum(v) / self.n if self.n else 0.0) for c, v in self.recalls.items()}
         out["reachable_share"] = self.reached / self.total if self.total else 0.0
         return out
 

@@ -94,9 +94,11 @@ def list_metrics(
         aps.append(average_precision_at_k(relevant, ranked, k))
         ndcgs.append(ndcg_at_k(relevant, ranked, k))
     n = len(aps)
+    # fsum is exactly rounded, so the means do not depend on the order of `actual`
+    # (a group-by's order can change from run to run; np.mean's pairwise sum follows it)
     return {
-        f"map_at_{k}": float(np.mean(aps)) if n else 0.0,
-        f"ndcg_at_{k}": float(np.mean(ndcgs)) if n else 0.0,
+        f"map_at_{k}": math.fsum(aps) / n if n else 0.0,
+        f"ndcg_at_{k}": math.fsum(ndcgs) / n if n else 0.0,
         "n_customers": n,
     }
 
