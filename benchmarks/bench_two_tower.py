@@ -15,13 +15,16 @@ as real data does). For each variant it times ``--batches`` training steps at ba
 2048 (after a warm-up), extrapolates the time of one epoch over all rows (plus the
 epoch's shuffle), and reports the peak RSS of the process. Variants:
 
-- default:       what train() runs: the C loss kernel (native_loss.py) on all cores,
-                 1 OpenMP thread, 1 step thread
+- default:       what train() runs: the C loss kernel on all cores, bf16 products on AMX
+                 tiles where the CPU has them (native/softmax_loss_amx.c), 1 OpenMP thread,
+                 1 step thread
+- default_1t:    the default with the loss kernel on one thread
+- native_fp32, native_fp32_1t: the fp32 C kernel (TWO_TOWER_FAST_MATMUL=false; what
+                 `auto` runs on CPUs without AMX), on all cores / one thread
 - native_step_threads_2: the default with the per-table embedding updates on 2 threads
-- native_1t:     the C loss kernel on one thread
 - torch_fused:   the PyTorch fused fp32 loss (TWO_TOWER_LOSS_KERNEL=torch; the fallback
                  without a C compiler)
-- default_bf16:  the PyTorch fused loss with the bf16 logits matmul (TWO_TOWER_FAST_MATMUL)
+- torch_bf16:    the PyTorch fused loss with the bf16 logits matmul
 - step_threads_2: the PyTorch fused loss with the loss's row ranges and the embedding updates on 2
                  Python threads (TWO_TOWER_STEP_THREADS=2)
 - fused_omp:     fused loss, OpenMP parallelism (--threads), no step threads
@@ -60,15 +63,19 @@ from hmrec.retrieval.trainer import EncodedSplit, StepEngine, log_q_table
 RESULTS = Path(__file__).resolve().parent / "results"
 FULL_ROWS = 31_788_324
 VARIANTS = {
-    # the trainer's defaults: the C loss kernel on every core, 1 OpenMP thread, 1 step thread
-    "default": dict(fast_matmul=False, compile=False, fused_loss=True, omp=1, step_threads=1),
+    # the trainer's defaults: the C loss kernel (bf16 AMX tiles where the CPU has them, else
+    # fp32) on every core, 1 OpenMP thread, 1 step thread
+    "default": dict(fast_matmul=None, compile=False, fused_loss=True, omp=1, step_threads=1),
+    # the default with the loss kernel on one thread
+    "default_1t": dict(fast_matmul=None, compile=False, fused_loss=True, omp=1, step_threads=1, loss_threads=1),
+    # the fp32 C kernel (TWO_TOWER_FAST_MATMUL=false; the default on CPUs without AMX)
+    "native_fp32": dict(fast_matmul=False, compile=False, fused_loss=True, omp=1, step_threads=1),
+    "native_fp32_1t": dict(fast_matmul=False, compile=False, fused_loss=True, omp=1, step_threads=1, loss_threads=1),
     # the default with the embedding-table updates on 2 Python threads
-    "native_step_threads_2": dict(fast_matmul=False, compile=False, fused_loss=True, omp=1, step_threads=2),
-    # the C loss kernel on one thread
-    "native_1t": dict(fast_matmul=False, compile=False, fused_loss=True, omp=1, step_threads=1, loss_threads=1),
-    # the PyTorch fused loss (the default before the C kernel, and the fallback without a compiler)
+    "native_step_threads_2": dict(fast_matmul=None, compile=False, fused_loss=True, omp=1, step_threads=2),
+    # the PyTorch fused loss (the fallback without a compiler), fp32 and with the bf16 matmul
     "torch_fused": dict(fast_matmul=False, compile=False, fused_loss=True, omp=1, step_threads=1, loss_kernel="torch"),
-    "default_bf16": dict(fast_matmul=True, compile=False, fused_loss=True, omp=1, step_threads=1),
+    "torch_bf16": dict(fast_matmul=True, compile=False, fused_loss=True, omp=1, step_threads=1, loss_kernel="torch"),
     # the loss's row ranges and the per-table embedding updates on 2 Python threads
     "step_threads_2": dict(fast_matmul=False, compile=False, fused_loss=True, omp=1, step_threads=2,
                            loss_kernel="torch"),

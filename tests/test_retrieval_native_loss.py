@@ -108,12 +108,9 @@ def test_disabled_by_environment(monkeypatch):
 
 
 def test_trainer_config_chooses_the_kernel():
-    from hmrec.retrieval.trainer import _use_native_loss
+    from hmrec.retrieval.trainer import loss_path
 
-    assert _use_native_loss(TwoTowerConfig())
-    assert not _use_native_loss(TwoTowerConfig(loss_kernel="torch"))
-    assert not _use_native_loss(TwoTowerConfig(fast_matmul=True))  # bf16 logits: the PyTorch path
-    with pytest.raises(ValueError, match="fast_matmul"):
-        _use_native_loss(TwoTowerConfig(fast_matmul=True, loss_kernel="native"))
+    assert loss_path(TwoTowerConfig())[0] == "native"
+    assert loss_path(TwoTowerConfig(loss_kernel="torch"))[0] == "torch"
     with pytest.raises(ValueError, match="loss_kernel"):
         TwoTowerConfig(loss_kernel="cuda")

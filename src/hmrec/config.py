@@ -11,6 +11,8 @@ field is HOME_DIR, not HOME, so the shell's $HOME is never mistaken for it.
 
 from __future__ import annotations
 
+from typing import Literal
+
 from enum import Enum
 from pathlib import Path
 
@@ -90,9 +92,10 @@ class Settings(BaseSettings):
     TWO_TOWER_WEIGHT_DECAY: float = 0.001
     TWO_TOWER_LOGQ_CORRECTION: bool = True
     TWO_TOWER_REMOVE_ACCIDENTAL_HITS: bool = True
-    TWO_TOWER_FAST_MATMUL: bool = Field(
-        default=False,
-        description="bf16 logits matmul (faster on CPUs with bf16 support); fp32 when False.",
+    TWO_TOWER_FAST_MATMUL: Literal["auto"] | bool = Field(
+        default="auto",
+        description="bf16 matrix products in the in-batch softmax: 'auto' = on where the C kernel "
+        "has AMX tiles (Intel Sapphire Rapids and later), fp32 elsewhere; true/false force it.",
     )
     TWO_TOWER_EARLY_STOPPING_PATIENCE: int | None = Field(
         default=3,

@@ -312,8 +312,10 @@ def native_in_batch_softmax_loss(
     item_keys: torch.Tensor | None = None,
     remove_accidental_hits: bool = False,
     threads: int = 1,
+    precision: str = "fp32",
 ) -> torch.Tensor:
-    """Same value and gradients as :func:`in_batch_softmax_loss` (fp32), from the C kernel.
+    """Same value and gradients as :func:`in_batch_softmax_loss` from the C kernel: fp32, or
+    precision='bf16' for the AMX kernel (see native_loss.loss_and_grads).
 
     Raises RuntimeError where the kernel cannot be built (see native_loss.available).
     Gradients are computed in the forward pass, so call it once per backward.
@@ -321,6 +323,6 @@ def native_in_batch_softmax_loss(
     if remove_accidental_hits and item_keys is None:
         raise ValueError("remove_accidental_hits needs item_keys (the item identity of each column)")
     keys = item_keys if remove_accidental_hits else None
-    value, d_query, d_item = native_loss.loss_and_grads(query, item, log_q, keys, threads=threads)
+    value, d_query, d_item = native_loss.loss_and_grads(query, item, log_q, keys, threads=threads, precision=precision)
     loss = torch.tensor(value, dtype=query.dtype)
     return _LossWithGrads.apply(query, item, loss, d_query.to(query.dtype), d_item.to(item.dtype))

@@ -28,6 +28,8 @@ VW = 16
 RB = 8
 #: Fixed number of row ranges per batch (see module doc); threads beyond it are idle.
 RANGES = 4
+#: Rows per block of the AMX kernel (two tiles of 16 rows).
+RB_AMX = 32
 _SIGNATURES = {
     "hmrec_softmax_loss_rows": (
         ctypes.c_double,
@@ -35,6 +37,16 @@ _SIGNATURES = {
          *[ctypes.c_void_p] * 3],
     )
 }
+_AMX_SIGNATURES = {
+    "hmrec_amx_init": (ctypes.c_int, []),
+    "hmrec_amx_operands": (None, [ctypes.c_int64, *[ctypes.c_void_p] * 5]),
+    "hmrec_softmax_loss_amx_rows": (
+        ctypes.c_double,
+        [ctypes.c_int64, ctypes.c_int64, *[ctypes.c_void_p] * 8, ctypes.c_int64, ctypes.c_int64, ctypes.c_float,
+         *[ctypes.c_void_p] * 5],
+    ),
+}
+_amx_ready: dict[int, bool] = {}
 
 
 def padded_dim(dim: int) -> int:
@@ -51,6 +63,24 @@ def available(dim: int = 16) -> bool:
     return _library(padded_dim(dim)) is not None
 
 
+def _amx_library(padded: int) -> ctypes.CDLL | None:
+    """The AMX kernel, or None: it exists for an embedding size of 16 on CPUs with AMX-BF16
+    (Intel Sapphire Rapids and later) where Linux grants the tile state."""
+    if padded != 16:
+        return None
+    lib = native_build.load("softmax_loss_amx", padded, _AMX_SIGNATURES)
+    if lib is None:
+        return None
+    if padded not in _amx_ready:
+        _amx_ready[padded] = lib.hmrec_amx_init() == 0
+    return lib if _amx_ready[padded] else None
+
+
+def amx_available(dim: int = 16) -> bool:
+    """True when the bf16 AMX kernel runs here (see :func:`loss_and_grads`, precision='bf16')."""
+    return _amx_library(padded_dim(dim)) is not None
+
+
 def _ptr(a: np.ndarray) -> int:
     return a.ctypes.data
 
@@ -63,26 +93,38 @@ def _pad(x: np.ndarray, rows: int, cols: int) -> np.ndarray:
     return out
 
 
+def _row_ranges(bp: int, block: int) -> list[tuple[int, int]]:
+    """RANGES fixed row ranges of whole blocks (empty ones dropped)."""
+    n_blocks = bp // block
+    bounds = [round(k * n_blocks / RANGES) * block for k in range(RANGES + 1)]
+    return [(bounds[k], bounds[k + 1]) for k in range(RANGES) if bounds[k] < bounds[k + 1]]
+
+
 def loss_and_grads(
     query: torch.Tensor,
     item: torch.Tensor,
     log_q: torch.Tensor | None,
     item_keys: torch.Tensor | None,
     threads: int = 1,
+    precision: str = "fp32",
 ) -> tuple[float, torch.Tensor, torch.Tensor]:
-    """Mean in-batch softmax loss and its gradients w.r.t. query and item (fp32).
+    """Mean in-batch softmax loss and its gradients w.r.t. query and item.
 
     item_keys: the item identity of each column; given, accidental hits (another column
     holding row r's article) are removed inside the kernel. None: no removal.
+    precision: 'fp32' (softmax_loss.c, exact up to float rounding) or 'bf16' (the AMX
+    kernel, softmax_loss_amx.c: logits to ~2^-16, gradient products with bf16
+    probabilities; needs :func:`amx_available`).
     """
     b, d = query.shape
-    dp, bp = padded_dim(d), -(-b // (2 * VW)) * 2 * VW  # the kernel takes column tiles in pairs
-    lib = _library(dp)
+    dp, bp = padded_dim(d), -(-b // (2 * VW)) * 2 * VW  # the kernels take column tiles in pairs
+    if precision not in ("fp32", "bf16"):
+        raise ValueError(f"precision must be 'fp32' or 'bf16', got {precision!r}")
+    lib = _library(dp) if precision == "fp32" else _amx_library(dp)
     if lib is None:
-        raise RuntimeError("the native in-batch softmax is not available on this machine")
+        raise RuntimeError(f"the native {precision} in-batch softmax is not available on this machine")
     q = _pad(query.detach().float().numpy(), bp, dp)
     it = _pad(item.detach().float().numpy(), bp, dp)
-    tiles = native_build.column_tiles(it, VW)
     bias = np.full(bp, -np.inf, dtype=np.float32)
     bias[:b] = 0.0 if log_q is None else -log_q.detach().float().numpy()
     keys = has_hit = None
@@ -96,20 +138,34 @@ def loss_and_grads(
         has_hit = np.zeros(bp, dtype=np.uint8)
         has_hit[:b] = counts[inverse] > 1
     dq = np.empty((bp, dp), dtype=np.float32)
-    n_blocks = bp // RB
-    bounds = [round(k * n_blocks / RANGES) * RB for k in range(RANGES + 1)]
-    ranges = [(bounds[k], bounds[k + 1]) for k in range(RANGES) if bounds[k] < bounds[k + 1]]
+    ranges = _row_ranges(bp, RB if precision == "fp32" else RB_AMX)
     di = np.empty((len(ranges), bp, dp), dtype=np.float32)
-    fn = lib.hmrec_softmax_loss_rows
     scale = float(np.float32(1.0 / b))
     keys_p = None if keys is None else _ptr(keys)
     has_hit_p = None if has_hit is None else _ptr(has_hit)
 
-    def run(k: int) -> float:
-        work = np.empty((RB, bp + VW), dtype=np.float32)
-        start, stop = ranges[k]
-        return fn(b, bp, _ptr(q), _ptr(it), _ptr(tiles), _ptr(bias), keys_p, has_hit_p,
-                  start, stop, scale, _ptr(dq), _ptr(di[k]), _ptr(work))
+    if precision == "fp32":
+        tiles = native_build.column_tiles(it, VW)
+
+        def run(k: int) -> float:
+            work = np.empty((RB, bp + VW), dtype=np.float32)
+            start, stop = ranges[k]
+            return lib.hmrec_softmax_loss_rows(b, bp, _ptr(q), _ptr(it), _ptr(tiles), _ptr(bias), keys_p, has_hit_p,
+                                               start, stop, scale, _ptr(dq), _ptr(di[k]), _ptr(work))
+    else:
+        q_hl = np.empty((bp, 32), dtype=np.uint16)
+        it_logit = np.empty((bp // 16, 2, 16, 32), dtype=np.uint16)
+        it_pair = np.empty((2, bp // 2, 16, 2), dtype=np.uint16)
+        lib.hmrec_amx_operands(bp, _ptr(q), _ptr(it), _ptr(q_hl), _ptr(it_logit), _ptr(it_pair))
+
+        def run(k: int) -> float:
+            work = np.empty((RB_AMX + 1, bp), dtype=np.float32)
+            er = np.empty((RB_AMX, bp + 32), dtype=np.uint16)
+            ev = np.empty((bp // 16, 16, 32), dtype=np.uint16)  # no row of it is read before written
+            start, stop = ranges[k]
+            return lib.hmrec_softmax_loss_amx_rows(
+                b, bp, _ptr(q), _ptr(it), _ptr(q_hl), _ptr(it_logit), _ptr(it_pair), _ptr(bias), keys_p, has_hit_p,
+                start, stop, scale, _ptr(dq), _ptr(di[k]), _ptr(work), _ptr(er), _ptr(ev))
 
     if threads > 1 and len(ranges) > 1:
         totals = list(native_build.pool(min(threads, len(ranges))).map(run, range(len(ranges))))
@@ -118,6 +174,8 @@ def loss_and_grads(
     d_item = di[0]
     for k in range(1, len(ranges)):
         d_item += di[k]
+    if precision == "bf16":  # tiles of dims x items -> rows
+        d_item = d_item.reshape(bp // 16, 16, 16).transpose(0, 2, 1).reshape(bp, 16)
     d_query = torch.from_numpy(dq[:b, :d]) if (bp, dp) != (b, d) else torch.from_numpy(dq)
-    d_item_t = torch.from_numpy(d_item[:b, :d]) if (bp, dp) != (b, d) else torch.from_numpy(d_item)
+    d_item_t = torch.from_numpy(np.ascontiguousarray(d_item[:b, :d]))
     return sum(totals) / b, d_query, d_item_t

@@ -162,19 +162,33 @@ class Parallel:
     all_reduce_sum: Callable[[list[float]], list[float]]
 
 
-def _use_native_loss(config: TwoTowerConfig) -> bool:
-    """Whether the C loss kernel runs (config.loss_kernel; it has no bf16 path)."""
+def loss_path(config: TwoTowerConfig) -> tuple[str, str]:
+    """Which in-batch softmax runs: ('native' | 'torch', 'fp32' | 'bf16').
+
+    config.loss_kernel picks the implementation ('auto': the C kernel where it builds),
+    config.fast_matmul the precision (None: bf16 only where the C kernel has AMX tiles).
+    The C kernel's bf16 path needs AMX; without it an explicit fast_matmul=True runs the
+    PyTorch loss's bf16 matmul under 'auto' and is an error under 'native'.
+    """
+    torch_bf16 = ("torch", "bf16" if config.fast_matmul else "fp32")
     if config.loss_kernel == "torch" or config.compile:
-        return False
-    if config.fast_matmul:
+        return torch_bf16
+    if not native_loss.available(config.output_dim):
         if config.loss_kernel == "native":
-            raise ValueError("loss_kernel='native' computes fp32 logits; it cannot run with fast_matmul (bf16)")
-        return False
-    if native_loss.available(config.output_dim):
-        return True
+            raise RuntimeError("loss_kernel='native' but the C kernel could not be built (see the warning above)")
+        return torch_bf16
+    if config.fast_matmul is False:
+        return ("native", "fp32")
+    if native_loss.amx_available(config.output_dim):
+        return ("native", "bf16")
+    if config.fast_matmul is None:
+        return ("native", "fp32")
     if config.loss_kernel == "native":
-        raise RuntimeError("loss_kernel='native' but the C kernel could not be built (see the warning above)")
-    return False
+        raise ValueError(
+            "loss_kernel='native' with fast_matmul=True needs AMX tiles (Intel Sapphire Rapids or later, "
+            f"embedding size 16; this is {config.output_dim}); set fast_matmul to None/'auto' or False"
+        )
+    return torch_bf16
 
 
 class StepEngine:
@@ -207,7 +221,9 @@ class StepEngine:
         ]
         self.n_query_tables = len(model.query_tower.embeddings)
         self.fused_loss = fused_loss
-        self.native_loss = fused_loss and _use_native_loss(config)
+        kernel, precision = loss_path(config) if fused_loss else ("torch", "bf16" if config.fast_matmul else "fp32")
+        self.native_loss = kernel == "native"
+        self.loss_precision = precision
         self.loss_threads = config.loss_threads or max(1, min(os.cpu_count() or 1, native_loss.RANGES))
         self._pool = ThreadPoolExecutor(config.step_threads, "hmrec-step") if config.step_threads > 1 else None
         self.compiled = False
@@ -226,14 +242,16 @@ class StepEngine:
                 f"native loss ({self.loss_threads} threads)" if self.native_loss
                 else "fused loss" if self.fused_loss else "reference loss"
             )
-        return f"{path}, {'bf16' if self.config.fast_matmul else 'fp32'} logits"
+        return f"{path}, {self.loss_precision} products"
 
     # -- forward variants ------------------------------------------------------------
     def _eager_forward(self, q_rows, q_in, i_rows, i_in, log_q, keys) -> torch.Tensor:
         cfg = self.config
         q, i = self.dense(q_rows, q_in, i_rows, i_in)
         if self.native_loss:
-            return native_in_batch_softmax_loss(q, i, log_q, keys, cfg.remove_accidental_hits, threads=self.loss_threads)
+            return native_in_batch_softmax_loss(
+                q, i, log_q, keys, cfg.remove_accidental_hits, threads=self.loss_threads, precision=self.loss_precision
+            )
         if self.fused_loss:
             return fused_in_batch_softmax_loss(
                 q,
@@ -241,16 +259,16 @@ class StepEngine:
                 log_q,
                 keys,
                 cfg.remove_accidental_hits,
-                low_precision=cfg.fast_matmul,
+                low_precision=self.loss_precision == "bf16",
                 chunk=cfg.loss_chunk,
                 threads=cfg.step_threads,
             )
-        return in_batch_softmax_loss(q, i, log_q, keys, cfg.remove_accidental_hits, low_precision=cfg.fast_matmul)
+        return in_batch_softmax_loss(q, i, log_q, keys, cfg.remove_accidental_hits, low_precision=self.loss_precision == "bf16")
 
     def _reference_forward(self, q_rows, q_cat, q_dense, i_rows, i_cat, i_dense, log_q, keys) -> torch.Tensor:
         cfg = self.config
         q, i = self.dense(q_rows, TowerInputs(q_cat, q_dense), i_rows, TowerInputs(i_cat, i_dense))
-        return in_batch_softmax_loss(q, i, log_q, keys, cfg.remove_accidental_hits, low_precision=cfg.fast_matmul)
+        return in_batch_softmax_loss(q, i, log_q, keys, cfg.remove_accidental_hits, low_precision=self.loss_precision == "bf16")
 
     def _compiled_forward(self, q_rows, q_in, i_rows, i_in, log_q, keys) -> torch.Tensor:
         try:
