@@ -16,6 +16,7 @@ the same RANGES ranges, each with its own d_item buffer, summed in a fixed order
 from __future__ import annotations
 
 import ctypes
+import threading
 
 import numpy as np
 import torch
@@ -42,7 +43,7 @@ _AMX_SIGNATURES = {
     "hmrec_amx_operands": (None, [ctypes.c_int64, *[ctypes.c_void_p] * 5]),
     "hmrec_softmax_loss_amx_rows": (
         ctypes.c_double,
-        [ctypes.c_int64, ctypes.c_int64, *[ctypes.c_void_p] * 8, ctypes.c_int64, ctypes.c_int64, ctypes.c_float,
+        [ctypes.c_int64, ctypes.c_int64, *[ctypes.c_void_p] * 9, ctypes.c_int64, ctypes.c_int64, ctypes.c_float,
          *[ctypes.c_void_p] * 5],
     ),
 }
@@ -100,6 +101,45 @@ def _row_ranges(bp: int, block: int) -> list[tuple[int, int]]:
     return [(bounds[k], bounds[k + 1]) for k in range(RANGES) if bounds[k] < bounds[k + 1]]
 
 
+class _Scratch(threading.local):
+    """Per-thread work buffers, reused across calls: fresh ones (hundreds of KB) would be
+    mapped and zeroed by the OS on every call."""
+
+    def __init__(self) -> None:
+        self.buffers: dict[tuple, tuple[np.ndarray, int]] = {}
+
+    def get(self, name: str, shape: tuple[int, ...], dtype: type) -> tuple[np.ndarray, int]:
+        """The buffer and its address."""
+        key = (name, shape, dtype)
+        if key not in self.buffers:
+            a = np.empty(shape, dtype=dtype)
+            self.buffers[key] = (a, _ptr(a))
+        return self.buffers[key]
+
+
+_scratch = _Scratch()
+
+
+def _hit_groups(keys: np.ndarray, bp: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Columns grouped by article, from one sort of the keys.
+
+    Returns (group of each column as int32, padded to bp with -1; 1 where the row's
+    article is in another column too; group_start; members: columns sorted by group).
+    """
+    b = keys.shape[0]
+    order = np.argsort(keys)  # the order inside a group does not matter
+    sorted_keys = keys[order]
+    first = np.empty(b, dtype=bool)
+    first[:1] = True
+    np.not_equal(sorted_keys[1:], sorted_keys[:-1], out=first[1:])
+    starts = np.flatnonzero(np.append(first, True)).astype(np.int32)
+    group = np.full(bp, -1, dtype=np.int32)
+    group[order] = np.cumsum(first) - 1
+    has_hit = np.zeros(bp, dtype=np.uint8)
+    has_hit[:b] = np.diff(starts)[group[:b]] > 1
+    return group, has_hit, starts, order.astype(np.int32)
+
+
 def loss_and_grads(
     query: torch.Tensor,
     item: torch.Tensor,
@@ -127,51 +167,50 @@ def loss_and_grads(
     it = _pad(item.detach().float().numpy(), bp, dp)
     bias = np.full(bp, -np.inf, dtype=np.float32)
     bias[:b] = 0.0 if log_q is None else -log_q.detach().float().numpy()
-    keys = has_hit = None
-    if item_keys is not None:
-        k = item_keys.detach().numpy().astype(np.int64, copy=False)
-        keys = np.full(bp, np.iinfo(np.int32).min, dtype=np.int32)  # padding: a key no item has
-        if k.size and (k.min() <= np.iinfo(np.int32).min or k.max() > np.iinfo(np.int32).max):
-            k = np.unique(k, return_inverse=True)[1]
-        keys[:b] = k
-        _, inverse, counts = np.unique(k, return_inverse=True, return_counts=True)
-        has_hit = np.zeros(bp, dtype=np.uint8)
-        has_hit[:b] = counts[inverse] > 1
+    groups = None
+    if item_keys is not None and b > 0:
+        groups = _hit_groups(item_keys.detach().numpy(), bp)
     dq = np.empty((bp, dp), dtype=np.float32)
     ranges = _row_ranges(bp, RB if precision == "fp32" else RB_AMX)
-    di = np.empty((len(ranges), bp, dp), dtype=np.float32)
     scale = float(np.float32(1.0 / b))
-    keys_p = None if keys is None else _ptr(keys)
-    has_hit_p = None if has_hit is None else _ptr(has_hit)
 
     if precision == "fp32":
+        di = np.empty((len(ranges), bp, dp), dtype=np.float32)
         tiles = native_build.column_tiles(it, VW)
+        # padding columns get group -1: a key no row has
+        keys_p, has_hit_p = (None, None) if groups is None else (_ptr(groups[0]), _ptr(groups[1]))
+        ptrs = (_ptr(q), _ptr(it), _ptr(tiles), _ptr(bias), keys_p, has_hit_p)
 
         def run(k: int) -> float:
-            work = np.empty((RB, bp + VW), dtype=np.float32)
+            work = _scratch.get("fp32_work", (RB, bp + VW), np.float32)[1]
             start, stop = ranges[k]
-            return lib.hmrec_softmax_loss_rows(b, bp, _ptr(q), _ptr(it), _ptr(tiles), _ptr(bias), keys_p, has_hit_p,
-                                               start, stop, scale, _ptr(dq), _ptr(di[k]), _ptr(work))
+            return lib.hmrec_softmax_loss_rows(b, bp, *ptrs, start, stop, scale, _ptr(dq), _ptr(di[k]), work)
     else:
+        di = _scratch.get("amx_di", (len(ranges), bp, dp), np.float32)[0]  # summed into a new array below
         q_hl = np.empty((bp, 32), dtype=np.uint16)
         it_logit = np.empty((bp // 16, 2, 16, 32), dtype=np.uint16)
         it_pair = np.empty((2, bp // 2, 16, 2), dtype=np.uint16)
         lib.hmrec_amx_operands(bp, _ptr(q), _ptr(it), _ptr(q_hl), _ptr(it_logit), _ptr(it_pair))
+        hit_ptrs: tuple = (None, None, None)
+        if groups is not None:
+            row_group = np.where(groups[1] > 0, groups[0], np.int32(-1))  # -1: no hit to remove
+            hit_ptrs = (_ptr(row_group), _ptr(groups[2]), _ptr(groups[3]))
+        ptrs = (_ptr(q), _ptr(it), _ptr(q_hl), _ptr(it_logit), _ptr(it_pair), _ptr(bias), *hit_ptrs)
+
+        out = (_ptr(dq), *(_ptr(di[k]) for k in range(len(ranges))))
 
         def run(k: int) -> float:
-            work = np.empty((RB_AMX + 1, bp), dtype=np.float32)
-            er = np.empty((RB_AMX, bp + 32), dtype=np.uint16)
-            ev = np.empty((bp // 16, 16, 32), dtype=np.uint16)  # no row of it is read before written
+            work = _scratch.get("amx_work", (RB_AMX + 1, bp), np.float32)[1]
+            er = _scratch.get("amx_er", (RB_AMX, bp + 32), np.uint16)[1]
+            ev = _scratch.get("amx_ev", (bp // 16, 16, 32), np.uint16)[1]  # no row of it is read before written
             start, stop = ranges[k]
-            return lib.hmrec_softmax_loss_amx_rows(
-                b, bp, _ptr(q), _ptr(it), _ptr(q_hl), _ptr(it_logit), _ptr(it_pair), _ptr(bias), keys_p, has_hit_p,
-                start, stop, scale, _ptr(dq), _ptr(di[k]), _ptr(work), _ptr(er), _ptr(ev))
+            return lib.hmrec_softmax_loss_amx_rows(b, bp, *ptrs, start, stop, scale, out[0], out[1 + k], work, er, ev)
 
     if threads > 1 and len(ranges) > 1:
         totals = list(native_build.pool(min(threads, len(ranges))).map(run, range(len(ranges))))
     else:
         totals = [run(k) for k in range(len(ranges))]
-    d_item = di[0]
+    d_item = di[0] if precision == "fp32" else di[0].copy()
     for k in range(1, len(ranges)):
         d_item += di[k]
     if precision == "bf16":  # tiles of dims x items -> rows

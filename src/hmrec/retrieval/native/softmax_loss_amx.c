@@ -14,8 +14,6 @@
  *            unbiased: round to nearest even); the other operand (I, or Q scaled by 1/z)
  *            is split hi + lo. The -1 of the positive is applied in fp32 by the finish.
  *   exp, max, row sums and the loss stay fp32 (the loss sums in double).
- * An accidental hit is the same article, so its logit equals the positive's: the max is
- * taken before hits are removed and stays exact.
  *
  * Same contract as softmax_loss.c for a range of rows, RB = 32 rows per block, DIM = 16.
  * Layouts (bf16 = uint16 bit patterns; BP = B rounded up to 32), built by hmrec_amx_operands:
@@ -25,7 +23,11 @@
  *               B1 row p < 8 = dims (2p, 2p+1) of hi(I) interleaved over the 16 items, rows
  *               8..15 the same again (they meet lo(q)); B2 rows < 8 likewise of lo(I), rows 8..15 zero
  *   it_pair     [2][BP/2][16][2] bf16: hi(I) then lo(I), consecutive item pairs interleaved
- *   bias, keys, has_hit: as in softmax_loss.c
+ *   bias        [BP] as in softmax_loss.c
+ *   row_group   [BP] int32 or NULL (no hit removal): for a row whose article is in other
+ *               columns too, its article's group g, else -1; the group's columns are
+ *               members[group_start[g] .. group_start[g + 1]) (so a hit costs O(1), not a
+ *               scan of every column's key)
  * Outputs for rows [row_start, row_stop) (multiples of 32):
  *   dq          [BP][16]  rows of the range: scale * (sum_j p_rj i_j - i_r)
  *   di_t        [BP/16][16][16] this range's part of d_item: scale * sum_r p_rj q_r, and
@@ -106,12 +108,17 @@ static inline float bf16_value(uint16_t h)
     return x;
 }
 
+/* 16 floats rounded to bf16 (to nearest even) and back: the high part of the hi + lo split */
+static inline __m512 bf16_high(__m512 x)
+{
+    return (__m512)_mm512_slli_epi32(_mm512_cvtepu16_epi32((__m256i)_mm512_cvtneps_pbh(x)), 16);
+}
+
 /* hi + lo of 16 floats: the value the tile products use for them */
 static inline __m512 split_value(__m512 x)
 {
-    __m512 hi = (__m512)_mm512_slli_epi32(_mm512_cvtepu16_epi32((__m256i)_mm512_cvtneps_pbh(x)), 16);
-    __m512 lo = (__m512)_mm512_slli_epi32(_mm512_cvtepu16_epi32((__m256i)_mm512_cvtneps_pbh(_mm512_sub_ps(x, hi))), 16);
-    return _mm512_add_ps(hi, lo);
+    __m512 hi = bf16_high(x);
+    return _mm512_add_ps(hi, bf16_high(_mm512_sub_ps(x, hi)));
 }
 
 /* Logit (r, j) of the block sits in tile-major scratch: 16-row half, item tile, row, column. */
@@ -155,34 +162,41 @@ static void exp_pair(int64_t bp, const float *l0, const float *l1, const float *
 void hmrec_amx_operands(int64_t bp, const float *q, const float *item, uint16_t *q_hl, uint16_t *it_logit,
                         uint16_t *it_pair)
 {
-    for (int64_t r = 0; r < bp; r++)
-        for (int d = 0; d < 16; d++) {
-            float x = q[r * 16 + d];
-            uint16_t h = bf16_round(x);
-            q_hl[r * 32 + d] = h;
-            q_hl[r * 32 + 16 + d] = bf16_round(x - bf16_value(h));
+    const __m512i interleave = _mm512_set_epi16(31, 15, 30, 14, 29, 13, 28, 12, 27, 11, 26, 10, 25, 9, 24, 8,
+                                                23, 7, 22, 6, 21, 5, 20, 4, 19, 3, 18, 2, 17, 1, 16, 0);
+    for (int64_t r = 0; r < bp; r++) {
+        __m512 x = _mm512_loadu_ps(q + r * 16);
+        _mm512_storeu_si512(q_hl + r * 32, bf16_pair(x, _mm512_sub_ps(x, bf16_high(x))));
+    }
+    /* word c * 8 + p of a tile's [16 items][8 dim pairs]: item c's dims (2p, 2p+1) */
+    const __m512i by_item = _mm512_set_epi32(120, 112, 104, 96, 88, 80, 72, 64, 56, 48, 40, 32, 24, 16, 8, 0);
+    for (int64_t j0 = 0; j0 < bp; j0 += 16) {
+        uint16_t hl[2][16 * 16] __attribute__((aligned(64))); /* hi, lo of the tile's 16 items */
+        for (int c = 0; c < 16; c += 2) {
+            __m512 x0 = _mm512_loadu_ps(item + (j0 + c) * 16), x1 = _mm512_loadu_ps(item + (j0 + c + 1) * 16);
+            __m512 l0 = _mm512_sub_ps(x0, bf16_high(x0)), l1 = _mm512_sub_ps(x1, bf16_high(x1));
+            __m512i h = bf16_pair(x0, x1), l = bf16_pair(l0, l1);
+            _mm512_store_si512(hl[0] + c * 16, h);
+            _mm512_store_si512(hl[1] + c * 16, l);
+            _mm512_storeu_si512(it_pair + (j0 + c) * 16, _mm512_permutexvar_epi16(interleave, h));
+            _mm512_storeu_si512(it_pair + (bp + j0 + c) * 16, _mm512_permutexvar_epi16(interleave, l));
         }
-    for (int64_t j = 0; j < bp; j++) {
-        uint16_t *t = it_logit + (j / 16) * 1024 + (j % 16) * 2;
-        uint16_t *pr = it_pair + (j / 2) * 32 + (j % 2);
-        for (int d = 0; d < 16; d++) {
-            float x = item[j * 16 + d];
-            uint16_t h = bf16_round(x), l = bf16_round(x - bf16_value(h));
-            int p = d / 2, s = d % 2;
-            t[p * 32 + s] = h;
-            t[(p + 8) * 32 + s] = h;
-            t[512 + p * 32 + s] = l;
-            t[512 + (p + 8) * 32 + s] = 0;
-            pr[d * 2] = h;
-            pr[bp * 16 + d * 2] = l;
+        uint16_t *t = it_logit + (j0 / 16) * 1024;
+        for (int p = 0; p < 8; p++) {
+            __m512i h = _mm512_i32gather_epi32(_mm512_add_epi32(by_item, _mm512_set1_epi32(p)), hl[0], 4);
+            __m512i l = _mm512_i32gather_epi32(_mm512_add_epi32(by_item, _mm512_set1_epi32(p)), hl[1], 4);
+            _mm512_storeu_si512(t + p * 32, h);
+            _mm512_storeu_si512(t + (p + 8) * 32, h);
+            _mm512_storeu_si512(t + 512 + p * 32, l);
+            _mm512_storeu_si512(t + 512 + (p + 8) * 32, _mm512_setzero_si512());
         }
     }
 }
 
 double hmrec_softmax_loss_amx_rows(
     int64_t b, int64_t bp, const float *q, const float *item, const uint16_t *q_hl, const uint16_t *it_logit,
-    const uint16_t *it_pair, const float *bias, const int32_t *keys, const uint8_t *has_hit,
-    int64_t row_start, int64_t row_stop, float scale, float *dq, float *di_t, float *work, uint16_t *er,
+    const uint16_t *it_pair, const float *bias, const int32_t *row_group, const int32_t *group_start,
+    const int32_t *members, int64_t row_start, int64_t row_stop, float scale, float *dq, float *di_t, float *work, uint16_t *er,
     uint16_t *ev)
 {
     const int64_t es = bp + 32; /* er's row stride: 16 rows of a tile load in different cache sets */
@@ -210,19 +224,13 @@ double hmrec_softmax_loss_amx_rows(
             _tile_stored(0, work + jt * 256, 64);
             _tile_stored(1, work + (nt + jt) * 256, 64);
         }
-        /* 2. accidental hits -> -1e30 (rows whose article is in another column too) */
-        if (keys)
+        /* 2. accidental hits -> -1e30: the other columns of the row's article */
+        if (row_group)
             for (int r = 0; r < RB; r++) {
                 int64_t row = r0 + r;
-                if (row >= b || !has_hit[row]) continue;
-                float *l = AT(work, nt, r, 0), own = *AT(work, nt, r, row);
-                const __m512i key = _mm512_set1_epi32(keys[row]);
-                for (int64_t j = 0; j < bp; j += 16) {
-                    __mmask16 hit = _mm512_cmpeq_epi32_mask(_mm512_loadu_si512(keys + j), key);
-                    float *v = l + (j / 16) * 256;
-                    _mm512_storeu_ps(v, _mm512_mask_mov_ps(_mm512_loadu_ps(v), hit, _mm512_set1_ps(-1e30f)));
-                }
-                *AT(work, nt, r, row) = own;
+                if (row >= b || row_group[row] < 0) continue;
+                for (int32_t u = group_start[row_group[row]]; u < group_start[row_group[row] + 1]; u++)
+                    if (members[u] != row) *AT(work, nt, r, members[u]) = -1e30f;
             }
         /* 3. each row's max (16 rows at a time, one vector of running maxima per row, over
          * the tile-major scratch), then E = exp(L + bias - max) of row pairs, written as bf16
@@ -331,8 +339,8 @@ void hmrec_amx_operands(int64_t bp, const float *q, const float *item, uint16_t 
 
 double hmrec_softmax_loss_amx_rows(
     int64_t b, int64_t bp, const float *q, const float *item, const uint16_t *q_hl, const uint16_t *it_logit,
-    const uint16_t *it_pair, const float *bias, const int32_t *keys, const uint8_t *has_hit,
-    int64_t row_start, int64_t row_stop, float scale, float *dq, float *di_t, float *work, uint16_t *er,
+    const uint16_t *it_pair, const float *bias, const int32_t *row_group, const int32_t *group_start,
+    const int32_t *members, int64_t row_start, int64_t row_stop, float scale, float *dq, float *di_t, float *work, uint16_t *er,
     uint16_t *ev)
 {
     return NAN; /* never called: hmrec_amx_init() said no */
