@@ -11,8 +11,10 @@
  *            (two tile multiplies, K = 32): relative error ~2^-16, close to fp32, because
  *            softmax turns logit errors into probability errors exponentially.
  *   gradients E = exp(L - max) in [0, 1] is rounded to bf16 (relative 2^-9 per entry,
- *            unbiased: round to nearest even); the other operand (I, or Q scaled by 1/z)
- *            is split hi + lo. The -1 of the positive is applied in fp32 by the finish.
+ *            unbiased: round to nearest even; the largest entry, 1, is exact); the other
+ *            operand (I, or Q scaled by 1/z) is split hi + lo. The positive's -1 is applied
+ *            in fp32 to the same hi + lo values, so a row or column whose probability is 1
+ *            gets a gradient of exactly 0.
  *   exp, max, row sums and the loss stay fp32 (the loss sums in double).
  *
  * Same contract as softmax_loss.c for a range of rows, RB = 32 rows per block, DIM = 16.
@@ -42,7 +44,6 @@
 #include <string.h>
 
 #if defined(__AMX_TILE__) && defined(__AMX_BF16__) && defined(__AVX512BF16__) && defined(__AVX512BW__) && DIM == 16
-#define HAVE_AMX 1
 #include <immintrin.h>
 #include <sys/syscall.h>
 #include <unistd.h>
