@@ -80,3 +80,23 @@ def test_a_users_data_dir_is_used_whole_unless_a_size_is_chosen(tmp_path, monkey
     assert chosen.CUSTOMER_DATA_SIZE is CustomerDataSize.MEDIUM
     monkeypatch.setenv("CUSTOMER_DATA_SIZE", "LARGE")
     assert make_settings(tmp_path / "h", tmp_path / "kaggle").CUSTOMER_DATA_SIZE is CustomerDataSize.LARGE
+
+
+def test_a_bad_setting_names_itself_and_its_value(tmp_path):
+    result = hmrec("train", "retrieval", "--home", str(tmp_path / "home"),
+                   env={"TWO_TOWER_EARLY_STOPPING_PATIENCE": "three"})
+    assert result.returncode == 1
+    message = " ".join(result.stderr.split())
+    assert "TWO_TOWER_EARLY_STOPPING_PATIENCE='three'" in message and "integer" in message
+    assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize("word", ["none", "None", "null", ""])
+def test_none_words_unset_optional_settings_only(monkeypatch, word):
+    from hmrec.config import Settings
+
+    monkeypatch.setenv("TWO_TOWER_EARLY_STOPPING_PATIENCE", word)
+    monkeypatch.setenv("FILTER_POLICY", "none")  # a string setting keeps the word
+    s = Settings()
+    assert s.TWO_TOWER_EARLY_STOPPING_PATIENCE is None
+    assert s.FILTER_POLICY == "none"

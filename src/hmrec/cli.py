@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Optional
 
 import typer
+from pydantic import ValidationError
 from rich.console import Console
 
 from hmrec.config import CustomerDataSize, Settings
@@ -58,6 +59,17 @@ def make_settings(home: Optional[Path] = None, data_dir: Optional[Path] = None, 
     return settings
 
 
+def _reason(exc: Exception) -> str:
+    """One line: a bad setting's name, value and what was wrong (pydantic's first line names
+    none of them), else the exception's first line."""
+    if isinstance(exc, ValidationError):
+        return "; ".join(
+            f"setting {'.'.join(str(part) for part in e['loc'])}={e.get('input')!r}: {e['msg']}" for e in exc.errors()
+        )
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
 def fails_cleanly(fn):
     """Turn expected failures (bad data, missing files, bad settings) into one stderr line + exit 1."""
 
@@ -68,8 +80,7 @@ def fails_cleanly(fn):
         except typer.Exit:
             raise
         except (ValueError, FileNotFoundError, KeyError, LookupError, RuntimeError) as exc:
-            reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            err_console.print(f"[bold red]error:[/] {type(exc).__name__}: {reason}", highlight=False)
+            err_console.print(f"[bold red]error:[/] {type(exc).__name__}: {_reason(exc)}", highlight=False)
             raise typer.Exit(code=1) from None
 
     return wrapper

@@ -11,12 +11,12 @@ field is HOME_DIR, not HOME, so the shell's $HOME is never mistaken for it.
 
 from __future__ import annotations
 
-from typing import Literal
-
+import typing
 from enum import Enum
 from pathlib import Path
+from typing import Literal
 
-from pydantic import AliasChoices, Field
+from pydantic import AliasChoices, Field, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -50,6 +50,16 @@ class Settings(BaseSettings):
         populate_by_name=True,
         case_sensitive=False,
     )
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _unset_words(cls, value: object, info: ValidationInfo) -> object:
+        """'none', 'null' or an empty value (any case) unset a setting that may be None,
+        e.g. TWO_TOWER_EARLY_STOPPING_PATIENCE=none; an environment variable cannot hold None."""
+        if isinstance(value, str) and value.strip().lower() in ("", "none", "null"):
+            if type(None) in typing.get_args(cls.model_fields[info.field_name].annotation):
+                return None
+        return value
 
     # --- where things live -------------------------------------------------------
     HOME_DIR: Path = Field(
