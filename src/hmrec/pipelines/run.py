@@ -94,9 +94,6 @@ def run_all(settings: Settings, console: Console, step_hook: StepHook | None = N
             trained.append(train_ranking_stage(settings, progress=progress))
     if trained:
         console.print(training_table(trained, settings))
-        for stage in trained:
-            if stage.extra.get("comparisons_skipped"):
-                console.print(f"{stage.name}: {stage.extra['comparisons_skipped']}")
 
     with step("evaluate"), step_progress(console) as progress:
         evaluation = run_evaluate_step(settings, progress=progress)

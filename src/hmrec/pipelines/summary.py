@@ -79,7 +79,8 @@ def metrics_table(title: str, metrics: dict[str, dict[str, float]], names=SUMMAR
 
 
 def training_table(results, settings) -> Table:
-    """One table per stage with its metrics, registered versions and time spent registering."""
+    """One table per stage with its metrics, registered versions and time spent registering,
+    and why a stage skipped its comparison models (so `hmrec train` says it as `hmrec run` does)."""
     from rich.console import Group
 
     parts = []
@@ -92,4 +93,6 @@ def training_table(results, settings) -> Table:
             reg.add_row(r.name, str(r.version), "yes" if r.champion else "no", r.decision)
         parts.append(reg)
         parts.append(f"{result.name}: " + ", ".join(f"{k} {v:.1f}s" for k, v in result.seconds.items()))
+        if result.extra.get("comparisons_skipped"):
+            parts.append(f"{result.name}: {result.extra['comparisons_skipped']}")
     return Group(*parts)
