@@ -170,13 +170,13 @@ def loss_path(config: TwoTowerConfig) -> tuple[str, str]:
     The C kernel's bf16 path needs AMX; without it an explicit fast_matmul=True runs the
     PyTorch loss's bf16 matmul under 'auto' and is an error under 'native'.
     """
-    torch_bf16 = ("torch", "bf16" if config.fast_matmul else "fp32")
+    torch_path = ("torch", "bf16" if config.fast_matmul else "fp32")
     if config.loss_kernel == "torch" or config.compile:
-        return torch_bf16
+        return torch_path
     if not native_loss.available(config.output_dim):
         if config.loss_kernel == "native":
             raise RuntimeError("loss_kernel='native' but the C kernel could not be built (see the warning above)")
-        return torch_bf16
+        return torch_path
     if config.fast_matmul is False:
         return ("native", "fp32")
     if native_loss.amx_available(config.output_dim):
@@ -188,7 +188,7 @@ def loss_path(config: TwoTowerConfig) -> tuple[str, str]:
             "loss_kernel='native' with fast_matmul=True needs AMX tiles (Intel Sapphire Rapids or later, "
             f"embedding size 16; this is {config.output_dim}); set fast_matmul to None/'auto' or False"
         )
-    return torch_bf16
+    return torch_path
 
 
 class StepEngine:
