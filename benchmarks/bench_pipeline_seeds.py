@@ -27,20 +27,10 @@ import tempfile
 import time
 from pathlib import Path
 
+from bench_two_tower_quality import parse_variant  # the same NAME;KEY=VALUE variants
+
 RESULTS = Path(__file__).resolve().parent / "results"
 SYSTEMS = ("popularity", "popularity_by_age", "repurchase_popularity", "als", "two_tower", "pipeline")
-
-
-def parse_variant(text: str) -> tuple[str, dict[str, str]]:
-    """``NAME`` (default settings) or ``NAME;KEY=VALUE;...`` (environment overrides)."""
-    name, *pairs = [p.strip() for p in text.split(";")]
-    overrides = {}
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        if not sep or not key.strip():
-            raise SystemExit(f"variant {name!r}: {pair!r} is not KEY=VALUE")
-        overrides[key.strip()] = value.strip()
-    return name, overrides
 
 
 def run_once(size: str, seed: int, overrides: dict[str, str], home: Path) -> dict:
@@ -49,7 +39,7 @@ def run_once(size: str, seed: int, overrides: dict[str, str], home: Path) -> dic
     t0 = time.perf_counter()
     done = subprocess.run(
         [sys.executable, "-m", "hmrec.cli", "run", "--size", size, "--seed", str(seed), "--home", str(home)],
-        env=env, capture_output=True, text=True,
+        env=env, capture_output=True, text=True, check=False,
     )
     if done.returncode != 0:
         raise RuntimeError(f"hmrec run (seed {seed}, {overrides}) failed:\n{done.stderr[-2000:]}")
@@ -74,7 +64,7 @@ def main() -> None:
     p.add_argument("--seeds", default="42,43,44,45")
     p.add_argument("--variant", action="append", default=None, help="NAME or NAME;KEY=VALUE;... (repeatable)")
     args = p.parse_args()
-    variants = dict(parse_variant(v) for v in (args.variant or ["default"]))
+    variants = dict(parse_variant(v, known={"default": {}}) for v in (args.variant or ["default"]))
     seeds = [int(s) for s in args.seeds.split(",")]
     runs: dict[str, dict[int, dict]] = {name: {} for name in variants}
     with tempfile.TemporaryDirectory() as tmp:

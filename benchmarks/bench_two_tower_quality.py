@@ -97,13 +97,13 @@ def retrieval_frames(data_dir: Path) -> tuple[pl.DataFrame, pl.DataFrame, pl.Dat
     return train_df, val_df, test_df, raw.articles
 
 
-def parse_variant(text: str) -> tuple[str, dict[str, str]]:
-    """``NAME`` (a built-in variant) or ``NAME;KEY=VALUE;...`` (Settings overrides)."""
+def parse_variant(text: str, known: dict[str, dict[str, str]] = VARIANTS) -> tuple[str, dict[str, str]]:
+    """``NAME`` (one of ``known``) or ``NAME;KEY=VALUE;...`` (Settings overrides)."""
     name, *pairs = [p.strip() for p in text.split(";")]
     if not pairs:
-        if name not in VARIANTS:
-            raise SystemExit(f"unknown variant {name!r}; built-in: {', '.join(VARIANTS)} (or NAME;KEY=VALUE;...)")
-        return name, VARIANTS[name]
+        if name not in known:
+            raise SystemExit(f"unknown variant {name!r}; built-in: {', '.join(known)} (or NAME;KEY=VALUE;...)")
+        return name, known[name]
     overrides = {}
     for pair in pairs:
         key, sep, value = pair.partition("=")

@@ -56,9 +56,9 @@ class Settings(BaseSettings):
     def _unset_words(cls, value: object, info: ValidationInfo) -> object:
         """'none', 'null' or an empty value (any case) unset a setting that may be None,
         e.g. TWO_TOWER_EARLY_STOPPING_PATIENCE=none; an environment variable cannot hold None."""
-        if isinstance(value, str) and value.strip().lower() in ("", "none", "null"):
-            if type(None) in typing.get_args(cls.model_fields[info.field_name].annotation):
-                return None
+        unset_word = isinstance(value, str) and value.strip().lower() in ("", "none", "null")
+        if unset_word and type(None) in typing.get_args(cls.model_fields[info.field_name].annotation):
+            return None
         return value
 
     # --- where things live -------------------------------------------------------
