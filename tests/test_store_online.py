@@ -139,6 +139,22 @@ def test_upsert_inserts_and_replaces_by_key(online):
         online.upsert("other", pl.DataFrame({"id": [1]}))
 
 
+def test_upsert_keeps_the_stored_row_count_without_scanning(online):
+    # the table's row count (metadata) grows by the keys not stored yet: new, existing and
+    # repeated keys in one batch, and more keys than one IN (...) query takes
+    def stored_rows() -> int:
+        return online._conn().execute("SELECT rows FROM _hmrec_tables WHERE name = 't'").fetchone()[0]
+
+    online.materialize("t", pl.DataFrame({"k": ["a", "b"], "v": [1, 2]}), key="k")
+    assert stored_rows() == 2
+    online.upsert("t", pl.DataFrame({"k": ["b", "c", "c", "d"], "v": [20, 3, 30, 4]}))
+    assert stored_rows() == online.count("t") == 4
+    assert online.get("t", "c") == {"k": "c", "v": 30}
+    many = [f"x{i}" for i in range(1200)] + ["a", "d"]
+    online.upsert("t", pl.DataFrame({"k": many, "v": list(range(len(many)))}))
+    assert stored_rows() == online.count("t") == 1204
+
+
 def test_duplicate_keys_last_wins_and_null_key_rejected(online):
     online.materialize("t", pl.DataFrame({"k": [1, 1], "v": ["old", "new"]}), key="k")
     assert online.get("t", 1) == {"k": 1, "v": "new"}

@@ -327,14 +327,25 @@ class OnlineStore:
         if key is not None and key != stored_key:
             raise FeatureStoreError(f"online table {table!r} is keyed on {stored_key!r}, not {key!r}")
         df = conform(df, schema, f"online table {table!r}")
-        rows = self._rows(table, df, stored_key, schema)
+        rows = list(self._rows(table, df, stored_key, schema))
+        at = list(schema).index(stored_key)
+        keys = list(dict.fromkeys(r[at] for r in rows))
         marks = ", ".join("?" * len(schema))
         conn = self._conn()
         conn.execute("BEGIN IMMEDIATE")
         try:
+            # the stored row count grows by the keys not stored yet: looked up by primary key,
+            # where a COUNT(*) after the insert scanned the whole table (1.4M customers at FULL)
+            # on every POST /events
+            stored = sum(
+                conn.execute(
+                    f"SELECT COUNT(*) FROM {_quote(table)} WHERE {_quote(stored_key)} IN ({', '.join('?' * len(part))})",
+                    part,
+                ).fetchone()[0]
+                for part in (keys[i : i + 500] for i in range(0, len(keys), 500))
+            )
             conn.executemany(f"INSERT OR REPLACE INTO {_quote(table)} VALUES ({marks})", rows)
-            n = conn.execute(f"SELECT COUNT(*) FROM {_quote(table)}").fetchone()[0]
-            conn.execute(f"UPDATE {_META} SET rows = ? WHERE name = ?", (n, table))
+            conn.execute(f"UPDATE {_META} SET rows = rows + ? WHERE name = ?", (len(keys) - stored, table))
             conn.execute("COMMIT")
         except BaseException:
             conn.execute("ROLLBACK")
