@@ -84,6 +84,7 @@ __all__ = [
     "candidate_features",
     "candidate_frame",
     "categorical_columns",
+    "categorical_frame",
     "classification_metrics",
     "classification_report_text",
     "default_windows",
@@ -103,6 +104,5 @@ __all__ = [
     "retrieval_negatives",
     "sample_customers",
     "to_pool",
-    "categorical_frame",
     "train_ranking",
 ]

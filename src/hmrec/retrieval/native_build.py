@@ -9,8 +9,9 @@ The compiler is $CC, else ``cc``, ``gcc`` or ``clang`` on the PATH. Libraries ar
 in HMREC_CACHE_DIR, else $XDG_CACHE_HOME/hmrec, else ~/.cache/hmrec, named with a hash of
 the source, the flags and the CPU's feature list, so a changed source or machine
 rebuilds (and removes the older build of that kernel and size); a build writes a
-temporary file and renames it, so parallel processes never load half a library. When nothing can be built, :func:`load` returns None after one
-warning and the callers use their PyTorch path (same results within float rounding).
+temporary file and renames it, so parallel processes never load half a library. When
+nothing can be built, :func:`load` returns None after one warning and the callers use
+their PyTorch path (same results within float rounding).
 """
 
 from __future__ import annotations

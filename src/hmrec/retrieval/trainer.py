@@ -24,7 +24,7 @@ import os
 import time
 import warnings
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Callable
 
 import numpy as np
@@ -221,7 +221,8 @@ class StepEngine:
         ]
         self.n_query_tables = len(model.query_tower.embeddings)
         self.fused_loss = fused_loss
-        kernel, precision = loss_path(config) if fused_loss else ("torch", "bf16" if config.fast_matmul else "fp32")
+        # the reference (unfused) loss is PyTorch's; loss_path then only settles the precision
+        kernel, precision = loss_path(config if fused_loss else replace(config, loss_kernel="torch"))
         self.native_loss = kernel == "native"
         self.loss_precision = precision
         self.loss_threads = config.loss_threads or max(1, min(os.cpu_count() or 1, native_loss.RANGES))

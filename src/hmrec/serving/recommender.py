@@ -192,10 +192,11 @@ class FourStageRecommender:
         known = [c for c in dict.fromkeys(customer_ids) if self._is_known(c)]
         if not known:
             return {c: [] for c in customer_ids}
-        work = self._batch_work(known, at)
-        lists = (work.rows.filter(self._policy_mask()).select("_c", "article_id", "retrieval_score")
-                 .sort(["_c", "retrieval_score", "article_id"], descending=[False, True, False], nulls_last=True)
-                 .group_by("_c", maintain_order=True).agg("article_id"))
+        with self._lock:  # the batch work is shared with recommend_batch and the policy clones
+            work = self._batch_work(known, at)
+            lists = (work.rows.filter(self._policy_mask()).select("_c", "article_id", "retrieval_score")
+                     .sort(["_c", "retrieval_score", "article_id"], descending=[False, True, False], nulls_last=True)
+                     .group_by("_c", maintain_order=True).agg("article_id"))
         found = {known[i]: arts for i, arts in zip(lists["_c"].to_list(), lists["article_id"].to_list())}
         return {c: found.get(c, [])[: k or None] for c in customer_ids}
 
