@@ -91,10 +91,12 @@ def test_trainer_picks_kernel_and_precision(monkeypatch):
     assert loss_path(TwoTowerConfig(fast_matmul=False)) == ("native", "fp32")
     assert loss_path(TwoTowerConfig(loss_kernel="torch")) == ("torch", "fp32")
     assert loss_path(TwoTowerConfig(loss_kernel="torch", fast_matmul=True)) == ("torch", "bf16")
-    expected = "bf16" if native_loss.amx_available(16) else "fp32"
-    assert loss_path(TwoTowerConfig()) == ("native", expected)
     assert loss_path(TwoTowerConfig(output_dim=32, embedding_dim=32, hidden_dims=(32,))) == ("native", "fp32")
-    # a CPU without AMX: auto stays fp32 in C; forcing bf16 takes the PyTorch matmul or fails
+    # the default is fp32 whatever the CPU: a CPU with AMX does not change the precision
+    monkeypatch.setattr(native_loss, "amx_available", lambda dim=16: True)
+    assert loss_path(TwoTowerConfig()) == ("native", "fp32")
+    assert loss_path(TwoTowerConfig(fast_matmul=True)) == ("native", "bf16")
+    # a CPU without AMX: opting in to bf16 takes the PyTorch matmul or fails
     monkeypatch.setattr(native_loss, "amx_available", lambda dim=16: False)
     assert loss_path(TwoTowerConfig()) == ("native", "fp32")
     assert loss_path(TwoTowerConfig(fast_matmul=True)) == ("torch", "bf16")

@@ -102,10 +102,10 @@ class Settings(BaseSettings):
     TWO_TOWER_WEIGHT_DECAY: float = 0.001
     TWO_TOWER_LOGQ_CORRECTION: bool = True
     TWO_TOWER_REMOVE_ACCIDENTAL_HITS: bool = True
-    TWO_TOWER_FAST_MATMUL: Literal["auto"] | bool = Field(
-        default="auto",
-        description="bf16 matrix products in the in-batch softmax: 'auto' = on where the C kernel "
-        "has AMX tiles (Intel Sapphire Rapids and later), fp32 elsewhere; true/false force it.",
+    TWO_TOWER_FAST_MATMUL: bool = Field(
+        default=False,
+        description="Opt-in bf16 matrix products in the in-batch softmax (the AMX kernel on CPUs with AMX "
+        "tiles, else PyTorch's bf16 matmul). Off by default, so the numeric precision never depends on the CPU.",
     )
     TWO_TOWER_EARLY_STOPPING_PATIENCE: int | None = Field(
         default=3,

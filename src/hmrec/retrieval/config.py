@@ -28,10 +28,11 @@ CUSTOMER_K: tuple[int, ...] = (12, 100)
 class TwoTowerConfig:
     """Everything that decides what a two-tower training run produces.
 
-    fast_matmul: bf16 matrix products in the in-batch softmax. None (the default): bf16 where
-      the C kernel runs on AMX tiles (native/softmax_loss_amx.c: logits split hi + lo to
-      ~2^-16, probabilities in bf16 for the gradients), fp32 elsewhere. True: bf16 on any
-      path (the PyTorch loss rounds the logits matmul to bf16). False: fp32 everywhere.
+    fast_matmul: opt-in bf16 matrix products in the in-batch softmax. False (the default):
+      fp32 on every CPU, so the precision never depends on the hardware. True: the AMX
+      kernel where the CPU has AMX tiles (native/softmax_loss_amx.c: logits split hi + lo
+      to ~2^-16, probabilities in bf16 for the gradients), else the PyTorch loss with its
+      logits matmul rounded to bf16.
     compile: run the towers + reference loss under torch.compile (falls back to eager with
       a warning when compilation fails). Slower than the fused eager loss on the 2-core
       CPU measured (benchmarks/bench_two_tower.py); kept for other hardware.
@@ -78,7 +79,7 @@ class TwoTowerConfig:
     weight_decay: float = 0.001
     logq_correction: bool = True
     remove_accidental_hits: bool = True
-    fast_matmul: bool | None = None
+    fast_matmul: bool = False
     compile: bool = False
     seed: int = 42
     num_threads: int | None = 1
@@ -142,7 +143,7 @@ class TwoTowerConfig:
             weight_decay=float(s.TWO_TOWER_WEIGHT_DECAY),
             logq_correction=bool(s.TWO_TOWER_LOGQ_CORRECTION),
             remove_accidental_hits=bool(s.TWO_TOWER_REMOVE_ACCIDENTAL_HITS),
-            fast_matmul=None if s.TWO_TOWER_FAST_MATMUL == "auto" else bool(s.TWO_TOWER_FAST_MATMUL),
+            fast_matmul=bool(s.TWO_TOWER_FAST_MATMUL),
             patience=getattr(s, "TWO_TOWER_EARLY_STOPPING_PATIENCE", None),
             eval_every_rows=getattr(s, "TWO_TOWER_EVAL_EVERY_ROWS", 4_000_000),
             batching=str(getattr(s, "TWO_TOWER_BATCHING", "time_local")),

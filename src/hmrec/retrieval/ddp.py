@@ -92,7 +92,7 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--weight-decay", type=float, default=None)
     p.add_argument("--seed", type=int, default=None)
     p.add_argument("--threads", type=int, default=1, help="torch threads per process")
-    p.add_argument("--fast-matmul", action="store_true", default=None)
+    p.add_argument("--fast-matmul", action="store_true", default=None, help="opt in to bf16 products")
     return p.parse_args(argv)
 
 

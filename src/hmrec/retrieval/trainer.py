@@ -166,29 +166,25 @@ def loss_path(config: TwoTowerConfig) -> tuple[str, str]:
     """Which in-batch softmax runs: ('native' | 'torch', 'fp32' | 'bf16').
 
     config.loss_kernel picks the implementation ('auto': the C kernel where it builds),
-    config.fast_matmul the precision (None: bf16 only where the C kernel has AMX tiles).
-    The C kernel's bf16 path needs AMX; without it an explicit fast_matmul=True runs the
-    PyTorch loss's bf16 matmul under 'auto' and is an error under 'native'.
+    config.fast_matmul the precision: fp32 unless the user opted in to bf16. The C
+    kernel's bf16 path needs AMX; without it fast_matmul=True runs the PyTorch loss's bf16
+    matmul under 'auto' and is an error under 'native'.
     """
-    torch_path = ("torch", "bf16" if config.fast_matmul else "fp32")
+    precision = "bf16" if config.fast_matmul else "fp32"
     if config.loss_kernel == "torch" or config.compile:
-        return torch_path
+        return ("torch", precision)
     if not native_loss.available(config.output_dim):
         if config.loss_kernel == "native":
             raise RuntimeError("loss_kernel='native' but the C kernel could not be built (see the warning above)")
-        return torch_path
-    if config.fast_matmul is False:
-        return ("native", "fp32")
-    if native_loss.amx_available(config.output_dim):
-        return ("native", "bf16")
-    if config.fast_matmul is None:
-        return ("native", "fp32")
+        return ("torch", precision)
+    if precision == "fp32" or native_loss.amx_available(config.output_dim):
+        return ("native", precision)
     if config.loss_kernel == "native":
         raise ValueError(
             "loss_kernel='native' with fast_matmul=True needs AMX tiles (Intel Sapphire Rapids or later, "
-            f"embedding size 16; this is {config.output_dim}); set fast_matmul to None/'auto' or False"
+            f"embedding size 16; this is {config.output_dim}); set fast_matmul to False"
         )
-    return torch_path
+    return ("torch", precision)
 
 
 class StepEngine:
