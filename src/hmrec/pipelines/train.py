@@ -100,16 +100,22 @@ def train_retrieval_stage(settings: Settings, progress: Progress | None = None, 
     articles = fs.get_feature_group(groups.ARTICLES.name, groups.ARTICLES.version).read()
     seconds = {"read": time.perf_counter() - t0}
 
+    shown = {"epoch": 1, "summary": ""}
+
+    def on_batch(done: int, total: int) -> None:
+        if progress is not None and (done % 16 == 0 or done == total):
+            progress(f"retrieval: epoch {shown['epoch']}/{config.num_epochs} rows{shown['summary']}",
+                     done * config.batch_size, total * config.batch_size)
+
     def on_epoch(stats: EpochStats) -> None:
-        if progress is not None:
-            # the retrieval loss first: the L2 term (the same for train and val) dwarfs it at full size
-            progress(f"retrieval: epoch {stats.epoch} loss {stats.train_retrieval_loss:.3f} "
-                     f"val {stats.val_retrieval_loss:.3f} (+ L2 {stats.train_regularization_loss:.1f}) "
-                     f"{stats.samples_per_second:,.0f} samples/s",
-                     stats.epoch, config.num_epochs)
+        # the retrieval loss first: the L2 term (the same for train and val) dwarfs it at full size
+        shown["epoch"] = stats.epoch + 1
+        shown["summary"] = (f"; epoch {stats.epoch} loss {stats.train_retrieval_loss:.3f} "
+                            f"val {stats.val_retrieval_loss:.3f} (+ L2 {stats.train_regularization_loss:.1f}) "
+                            f"{stats.samples_per_second:,.0f} samples/s")
 
     t1 = time.perf_counter()
-    result = train(train_df, val_df, articles, config, on_epoch=on_epoch)
+    result = train(train_df, val_df, articles, config, on_epoch=on_epoch, on_batch=on_batch)
     seconds["train"] = time.perf_counter() - t1
 
     t2 = time.perf_counter()
