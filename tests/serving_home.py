@@ -20,11 +20,37 @@ import time
 from pathlib import Path
 
 import httpx
+import numpy as np
 
 from hmrec.config import Settings
 
 _BUILT: dict[str, Path] = {}
 TOKEN = "test-token-0123456789"
+
+# Tolerances for numbers one computation gives through two code paths or two batch shapes
+# (one row vs many, the service vs the offline pipeline). BLAS picks its kernel by shape
+# and CPU, so a float32 embedding may differ in its last bit (seen on AMD: 3 of 17 values
+# one ulp apart); anything larger than a few ulps is a real difference (other features,
+# another model, a stale table), which these still catch.
+#: Query embeddings (float32, values of order 0.1-1): a few ulps.
+EMBEDDING_RTOL, EMBEDDING_ATOL = 1e-6, 1e-6
+#: Ranker scores: an input a few ulps off moves a tree's score by far less than this,
+#: while another feature value or model moves it by orders of magnitude more.
+SCORE_RTOL, SCORE_ATOL = 1e-5, 1e-7
+
+
+def assert_embeddings_close(got, want, what: str = "query embeddings") -> None:
+    np.testing.assert_allclose(np.asarray(got, dtype=np.float64), np.asarray(want, dtype=np.float64),
+                               rtol=EMBEDDING_RTOL, atol=EMBEDDING_ATOL, err_msg=what)
+
+
+def assert_same_answer(got, want, what: str = "") -> None:
+    """Two answers (Recommendation objects) to one request: the same articles in the same
+    order (what a user sees), the same stages, and scores equal within SCORE_RTOL."""
+    assert (got.customer_id, got.cold_start) == (want.customer_id, want.cold_start), what
+    assert got.article_ids == want.article_ids, what
+    assert got.stages == want.stages, what
+    np.testing.assert_allclose(got.scores, want.scores, rtol=SCORE_RTOL, atol=SCORE_ATOL, err_msg=what)
 
 
 def tiny_settings(home: Path, **overrides) -> Settings:

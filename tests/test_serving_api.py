@@ -17,9 +17,12 @@ from hypothesis import HealthCheck, Phase, given, settings
 from schemathesis import GenerationMode
 from schemathesis.specs.openapi.checks import positive_data_acceptance
 from serving_home import (
+    SCORE_ATOL,
+    SCORE_RTOL,
     TOKEN,
     ServerProcess,
     ServerThread,
+    assert_embeddings_close,
     copy_home,
     tiny_settings,
     trained_home,
@@ -259,9 +262,13 @@ def test_service_embeddings_and_scores_equal_the_offline_pipeline(client, server
         for i, c in enumerate(customers):
             body = client.get(f"/recommendations/{c}", params={"at": at.isoformat(), "debug": "true"}).json()
             served = np.asarray(body["debug"]["query_embedding"], dtype=np.float32)
-            np.testing.assert_array_equal(served, expected[i])
+            # one row (the service's table lookup) vs a batch of ten (offline): BLAS may
+            # round the last bit differently per shape and CPU; the values must agree
+            assert_embeddings_close(served, expected[i], f"query embedding of {c} on {at}")
+            # the served order is identical; the scores agree within the ranker's tolerance
             assert [x["article_id"] for x in body["items"]] == batch[c].article_ids
-            assert [x["score"] for x in body["items"]] == batch[c].scores
+            np.testing.assert_allclose([x["score"] for x in body["items"]], batch[c].scores,
+                                       rtol=SCORE_RTOL, atol=SCORE_ATOL, err_msg=f"scores of {c} on {at}")
 
 
 # ---------------------------------------------------------------------------- restarts

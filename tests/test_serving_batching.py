@@ -11,7 +11,7 @@ import httpx
 import numpy as np
 import polars as pl
 import pytest
-from serving_home import ServerThread, tiny_settings, trained_home
+from serving_home import ServerThread, assert_same_answer, tiny_settings, trained_home
 
 from hmrec.ranking import feature_rows
 from hmrec.ranking.model import MISSING_CATEGORY
@@ -142,10 +142,10 @@ def _buyers(rec, n: int) -> list[str]:
 
 
 def _same(a, b) -> None:
-    assert (a.customer_id, a.at, a.cold_start) == (b.customer_id, b.at, b.cold_start)
-    assert a.article_ids == b.article_ids
-    assert a.scores == b.scores  # exactly: identical inputs reach identical trees
-    assert a.stages == b.stages
+    """A batched answer and a single one: FAISS and the pair scores run over other batch
+    shapes, so floats may differ in their last bits; articles and order may not."""
+    assert a.at == b.at
+    assert_same_answer(a, b, f"{a.customer_id} on {a.at}")
 
 
 @pytest.mark.parametrize("policy", FILTER_POLICIES)
@@ -246,7 +246,9 @@ def test_vectorised_features_equal_the_offline_feature_rows(rec):
     assert ref.height == len(flat_c)
     for j, name in enumerate(lookups.num_names):
         want = ref[name].cast(pl.Float64).to_numpy().astype(np.float32)
-        np.testing.assert_array_equal(got.num_feature_data[:, j], want, err_msg=name)
+        # counts and days are exact either way; shares and the two-tower score are computed
+        # over other array shapes (NumPy vs Polars, one einsum vs another): a few ulps
+        np.testing.assert_allclose(got.num_feature_data[:, j], want, rtol=1e-6, atol=1e-7, err_msg=name)
     for j, name in enumerate(lookups.cat_names):
         want = [v.encode() for v in ref[name].cast(pl.String).fill_null(MISSING_CATEGORY).to_list()]
         assert got.cat_feature_data[:, j].tolist() == want, name
@@ -279,5 +281,7 @@ def test_both_pool_layouts_give_the_same_scores(rec):
     model = lookups.model
     small = (model.predict_proba(Pool(block.features_data(), thread_count=1))[:, 1] if lookups.kind == "classifier"
              else model.predict(Pool(block.features_data(), thread_count=1)))
+    # exactly: the same float32 inputs in both layouts, and a tree ensemble sums its leaves in
+    # one fixed order per row (no BLAS, no batch-shape dependence)
     np.testing.assert_array_equal(big, small)
     assert len(set(np.round(big, 6))) > 10  # not a constant model

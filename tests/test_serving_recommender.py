@@ -9,7 +9,7 @@ import datetime as dt
 import numpy as np
 import polars as pl
 import pytest
-from serving_home import tiny_settings, trained_home
+from serving_home import assert_embeddings_close, assert_same_answer, tiny_settings, trained_home
 
 from hmrec.features import groups
 from hmrec.registry import ModelRegistry
@@ -54,11 +54,10 @@ def _buyers(rec, n: int) -> list[str]:
 
 
 def _assert_same(batch, single):
+    """Batch-path and single-path answers: the same articles in the same order; scores
+    within SCORE_RTOL (the two paths compute pair scores over other array shapes)."""
     for b, s in zip(batch, single, strict=True):
-        assert s.customer_id == b.customer_id
-        assert s.article_ids == b.article_ids
-        assert s.scores == b.scores  # exactly: same inputs reach the same trees
-        assert s.stages == b.stages and s.cold_start == b.cold_start
+        assert_same_answer(s, b, s.customer_id)
 
 
 @pytest.mark.parametrize("policy", FILTER_POLICIES)
@@ -80,14 +79,14 @@ def test_answers_do_not_depend_on_who_else_is_in_the_batch(rec):
 
 
 def test_embeddings_equal_the_offline_retrieval_stage(rec, parts):
-    """The recommender's per-day embedding table holds what RetrievalStage computes for a
-    batch of customers (the offline pipeline's way), bit for bit."""
+    """The recommender's per-day embedding table (every customer in one batch) holds what
+    RetrievalStage computes for a batch of 50 customers (the offline pipeline's way), within
+    a few ulps: BLAS may round other batch shapes differently."""
     stage = parts[1]
     at = _day_after(rec)
     customers = rec.customers["customer_id"].head(50).to_list()
-    np.testing.assert_array_equal(rec.query_embeddings(customers, at), stage.query_embeddings(customers, at))
-    np.testing.assert_array_equal(rec.query_embeddings(customers[7:9], at),
-                                  stage.query_embeddings(customers, at)[7:9])
+    assert_embeddings_close(rec.query_embeddings(customers, at), stage.query_embeddings(customers, at))
+    assert_embeddings_close(rec.query_embeddings(customers[7:9], at), stage.query_embeddings(customers, at)[7:9])
     # and the two-tower candidates are the stage's own
     ours = rec.retrieval(customers[:5], at, 30)
     theirs = stage(customers[:5], at, 30)
