@@ -15,6 +15,7 @@ import os
 import platform
 import resource
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -84,18 +85,37 @@ def yardstick_ms(reps: int = 5, n: int = 30) -> float:
         torch.set_num_threads(threads)
 
 
-class Run:
-    """Measures the conditions around a benchmark: ``with Run() as run: ...; run.facts()``."""
+def yardstick_ms_in_child(timeout: float = 300) -> float | None:
+    """:func:`yardstick_ms` measured in a child process (None if it fails), so that this
+    process neither imports PyTorch nor keeps the step's buffers: importing torch and
+    running the step raise a process's peak RSS (ru_maxrss) by about 0.5 GB, which would
+    swamp the peak of a benchmark that does not use torch itself."""
+    code = ("import sys; sys.path.insert(0, sys.argv[1]); from machine import yardstick_ms; "
+            "print(yardstick_ms())")
+    try:
+        proc = subprocess.run([sys.executable, "-c", code, str(Path(__file__).resolve().parent)],
+                              capture_output=True, text=True, timeout=timeout, check=True)
+        return float(proc.stdout.strip().splitlines()[-1])
+    except (OSError, subprocess.SubprocessError, ValueError, IndexError):
+        return None
 
-    def __init__(self, yardstick: bool = True) -> None:
+
+class Run:
+    """Measures the conditions around a benchmark: ``with Run() as run: ...; run.facts()``.
+
+    ``isolate=True`` measures the yardstick in a child process (:func:`yardstick_ms_in_child`),
+    for benchmarks whose peak RSS must not include PyTorch."""
+
+    def __init__(self, yardstick: bool = True, isolate: bool = False) -> None:
         self.yardstick = yardstick
+        self.isolate = isolate
         self.before: dict = {}
         self.after: dict = {}
 
     def _sample(self) -> dict:
         out = {"loadavg": [round(x, 2) for x in os.getloadavg()], "time": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
         if self.yardstick:
-            out["yardstick_ms"] = yardstick_ms()
+            out["yardstick_ms"] = yardstick_ms_in_child() if self.isolate else yardstick_ms()
         return out
 
     def __enter__(self) -> "Run":
@@ -107,16 +127,26 @@ class Run:
 
     def facts(self) -> dict:
         """The ``machine`` block of a results file."""
-        return {"commit": git_commit(), **cpu_facts(), "python": platform.python_version(),
-                "torch": _torch_version(), "before": self.before, "after": self.after or self._sample()}
+        out = {"commit": git_commit(), **cpu_facts(), "python": platform.python_version(),
+               "torch": _torch_version(), "before": self.before, "after": self.after or self._sample()}
+        if self.isolate and self.yardstick:
+            out["yardstick_process"] = "child"
+        return out
 
 
 def _torch_version() -> str | None:
+    """PyTorch's version, without importing it when this process has not (importing it
+    costs ~0.25 GB of RSS)."""
+    if "torch" in sys.modules:
+        return sys.modules["torch"].__version__
     try:
-        import torch
-    except ImportError:
+        from importlib.metadata import PackageNotFoundError, version
+    except ImportError:  # pragma: no cover
         return None
-    return torch.__version__
+    try:
+        return version("torch")
+    except PackageNotFoundError:
+        return None
 
 
 def write_result(path: Path, payload: dict, run: Run) -> Path:
