@@ -1,8 +1,7 @@
 """The offline evaluation harness: every system, the same test customers, one JSON.
 
 Why a harness and not per-model scripts: a metric means something only next to the
-same metric for the baselines on the same split and the same customers (DESIGN.md
-section 4). Systems are plugged in as callables ``recommend(customer_ids, k) ->
+same metric for the baselines on the same split and the same customers. Systems are plugged in as callables ``recommend(customer_ids, k) ->
 {customer_id: [article_id, ...]}``, so the two-tower model and the 4-stage pipeline
 (built later, in ``hmrec.serving``) join the table without this module knowing them.
 
@@ -12,7 +11,16 @@ A system may also expose a candidate generator (the retrieval stage, top
 Output: ``<reports_dir>/evaluate.json`` =
 ``{"step": "evaluate", "split": "test", "seconds": ..., "metrics": {SYSTEM: {METRIC: value}}}``
 plus context keys (test window, number of customers, seconds per system, Recall@K
-curves of the candidate generators).
+curves of the candidate generators) and how much of each figure is noise
+(``hmrec.evaluation.intervals``; docs/metrics.md):
+
+* ``"intervals": {SYSTEM: {METRIC: [lo, hi]}}``: 95% percentile bootstrap interval of
+  every per-customer metric (MAP@12, Recall@12, NDCG@12, candidate Recall@K; not the
+  pooled reachable share), resampling the ``n_customers`` evaluated customers;
+* ``"differences": {SYSTEM: {METRIC: {"diff": reference - SYSTEM, "ci95": [lo, hi]}}}``:
+  the reference system's (``"reference"``, the pipeline) paired difference to every
+  other system, the same resampled customers for both;
+* ``"bootstrap"``: resamples, seed and level.
 """
 
 from __future__ import annotations
@@ -24,6 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import polars as pl
 
 from hmrec.evaluation.baselines import (
@@ -32,6 +41,8 @@ from hmrec.evaluation.baselines import (
     PopularityByAgeBaseline,
     RepurchasePopularityBaseline,
 )
+from hmrec.evaluation.intervals import (BOOTSTRAP_SEED, LEVEL, N_RESAMPLES, bootstrap_interval,
+                                       paired_difference)
 from hmrec.evaluation.metrics import CandidateScores, ListScores
 from hmrec.evaluation.split import (
     EvaluationInputError,
@@ -48,6 +59,8 @@ REPORT_FILE = "evaluate.json"
 RECALL_CURVE = (1, 5, 10, 12, 20, 50, 100)
 #: Customers per batch: bounds the lists held at once (a FULL test week has ~90k customers).
 BATCH_SIZE = 20_000
+#: The system whose paired differences to every other system are reported.
+REFERENCE = "pipeline"
 
 
 @dataclass
@@ -84,15 +97,55 @@ class EvaluationResult:
     recall_curves: dict[str, dict[int, float]] = field(default_factory=dict)
     #: system -> customer -> top-k list, only for the customers asked to be kept (report examples)
     examples: dict[str, dict[str, list[str]]] = field(default_factory=dict)
+    #: system -> metric -> [lo, hi]: 95% bootstrap interval over the evaluated customers
+    intervals: dict[str, dict[str, list[float]]] = field(default_factory=dict)
+    #: system -> metric -> {"diff": reference - system, "ci95": [lo, hi]} (paired bootstrap)
+    differences: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)
+    reference: str = REFERENCE
+    n_resamples: int = N_RESAMPLES
+    bootstrap_seed: int = BOOTSTRAP_SEED
+    #: system -> metric -> per-customer values, every system in the same (sorted) customer
+    #: order; what the intervals resample (not written to evaluate.json)
+    per_customer: dict[str, dict[str, np.ndarray]] = field(default_factory=dict, repr=False, compare=False)
+
+    def compute_intervals(self) -> None:
+        """The 95% bootstrap interval of every per-customer metric of every system."""
+        self.intervals = {
+            system: {m: list(bootstrap_interval(v, self.n_resamples, self.bootstrap_seed))
+                     for m, v in values.items() if m in self.metrics.get(system, {}) and len(v)}
+            for system, values in self.per_customer.items()
+        }
+
+    def compare(self, reference: str | None = None, skip: Collection[str] = ()) -> None:
+        """Paired differences of `reference` (default: the `reference` field) to every other
+        system but those in `skip` (e.g. the system `reference` is an alias of), on every
+        metric both have per customer. Nothing when `reference` was not evaluated."""
+        self.reference = reference or self.reference
+        ref = self.per_customer.get(self.reference)
+        self.differences = {}
+        if ref is None:
+            return
+        for system, values in self.per_customer.items():
+            if system == self.reference or system in skip:
+                continue
+            shared = {m: paired_difference(ref[m], v, self.n_resamples, self.bootstrap_seed)
+                      for m, v in values.items() if m in ref and len(v)}
+            if shared:
+                self.differences[system] = shared
 
     def to_dict(self) -> dict[str, Any]:
-        """The evaluate.json document (DESIGN.md section 4 shape + context keys)."""
+        """The evaluate.json document (``metrics`` per system + context keys + intervals)."""
         return {
             "step": "evaluate",
             "split": "test",
             "seconds": round(self.seconds, 3),
             "metrics": self.metrics,
             "n_customers": self.n_customers,
+            "intervals": self.intervals,
+            "reference": self.reference if self.differences else None,
+            "differences": self.differences,
+            "bootstrap": {"method": "percentile; customers resampled with replacement; differences paired",
+                          "resamples": self.n_resamples, "seed": self.bootstrap_seed, "level": LEVEL},
             "test_window": {"start": self.test_start, "end_exclusive": self.test_end},
             "k": self.k,
             "candidate_k": self.candidate_k,
@@ -173,17 +226,24 @@ def evaluate_systems(
             progress("evaluate", min(start + batch_size, len(customers)), len(customers))
     metrics: dict[str, dict[str, float]] = {}
     curves: dict[str, dict[int, float]] = {}
+    per_customer: dict[str, dict[str, np.ndarray]] = {}
     for name in plugged:
         scores: dict[str, float] = dict(lists[name].means()) if name in lists else {}
+        values: dict[str, np.ndarray] = {}
+        if name in lists:
+            values.update(_aligned(name, lists[name].per_customer(), customers))
         if name in cands:
             cand = cands[name].means()
             scores[f"recall_at_{candidate_k}"] = cand[f"recall_at_{candidate_k}"]
             scores["reachable_share"] = cand["reachable_share"]
             curves[name] = {c: cand[f"recall_at_{c}"] for c in sorted({*RECALL_CURVE, candidate_k}) if c <= candidate_k}
+            key = f"recall_at_{candidate_k}"
+            values[key] = _aligned(name, cands[name].per_customer(), customers)[key]
         metrics[name] = scores
+        per_customer[name] = values
     if keep:  # in the order asked for, as before batching
         examples = {name: {c: per.get(c, []) for c in keep_customers} for name, per in examples.items()}
-    return EvaluationResult(
+    result = EvaluationResult(
         metrics=metrics,
         seconds=time.perf_counter() - started,
         n_customers=len(customers),
@@ -194,7 +254,23 @@ def evaluate_systems(
         system_seconds=seconds,
         recall_curves=curves,
         examples=examples,
+        per_customer=per_customer,
     )
+    result.compute_intervals()
+    result.compare(REFERENCE)
+    result.seconds = time.perf_counter() - started
+    return result
+
+
+def _aligned(system: str, scored: tuple[list[str], dict[str, np.ndarray]],
+             customers: Sequence[str]) -> dict[str, np.ndarray]:
+    """Per-customer values of `system`, checked to be for exactly the evaluated customers (sorted),
+    so every system's values line up customer by customer for the paired differences."""
+    ids, values = scored
+    if ids != list(customers):
+        raise EvaluationInputError(f"system {system!r} was scored on {len(ids):,} customers, "
+                                   f"not the {len(customers):,} evaluated")
+    return values
 
 
 def write_evaluation(result: EvaluationResult | Mapping[str, Any], reports_dir: Path | str) -> Path:

@@ -20,6 +20,8 @@ import math
 from bisect import bisect_left
 from collections.abc import Iterable, Mapping, Sequence
 
+import numpy as np
+
 from hmrec.ranking.metrics import average_precision_at_k, ndcg_at_k
 
 
@@ -35,13 +37,15 @@ class ListScores:
     """Per-customer MAP@k, Recall@k and NDCG@k, so customers can be scored batch by batch
     (a FULL test week's lists need not be held at once); `means()` is `list_scores` of all.
 
-    The per-customer values are kept (three floats each) and summed exactly at the end,
-    so the means do not depend on the order customers arrive in.
+    The per-customer values are kept (three floats each, with the customer id) and summed
+    exactly at the end, so the means do not depend on the order customers arrive in;
+    `per_customer()` hands them, in customer-id order, to the bootstrap intervals.
     """
 
     def __init__(self, k: int = 12) -> None:
         self.k = k
         self.values: tuple[list[float], list[float], list[float]] = ([], [], [])
+        self.customers: list[str] = []
 
     def add(self, actual: Mapping[str, Iterable], predicted: Mapping[str, Sequence]) -> None:
         """Score the customers of `actual` (those with no purchase are skipped)."""
@@ -51,6 +55,7 @@ class ListScores:
             if not relevant:
                 continue
             ranked = list(predicted.get(customer, ()))[:k]
+            self.customers.append(customer)
             self.values[0].append(average_precision_at_k(relevant, ranked, k))
             self.values[1].append(recall_at_k(relevant, ranked, k))
             self.values[2].append(ndcg_at_k(relevant, ranked, k))
@@ -63,6 +68,24 @@ class ListScores:
         n, k = self.n, self.k
         ap, rec, ndcg = (math.fsum(v) / n if n else 0.0 for v in self.values)
         return {f"map_at_{k}": ap, f"recall_at_{k}": rec, f"ndcg_at_{k}": ndcg}
+
+    def per_customer(self) -> tuple[list[str], dict[str, np.ndarray]]:
+        """(customer ids sorted, {metric: values in that order}): what the intervals resample."""
+        order = _order(self.customers)
+        k = self.k
+        names = (f"map_at_{k}", f"recall_at_{k}", f"ndcg_at_{k}")
+        return ([self.customers[i] for i in order],
+                {name: np.asarray(v, dtype=np.float64)[order] for name, v in zip(names, self.values, strict=True)})
+
+
+def _order(customers: Sequence[str]) -> np.ndarray:
+    """Positions of `customers` in sorted order (a customer scored twice is an error: its
+    values would count twice in the means and the intervals)."""
+    order = sorted(range(len(customers)), key=customers.__getitem__)
+    for a, b in zip(order, order[1:]):
+        if customers[a] == customers[b]:
+            raise ValueError(f"customer {customers[a]!r} was scored twice")
+    return np.asarray(order, dtype=np.int64)
 
 
 def list_scores(
@@ -88,6 +111,7 @@ class CandidateScores:
         self.cutoffs = sorted({*(c for c in curve if 0 < c <= k), k})
         self.n = 0
         self.recalls: dict[int, list[float]] = {c: [] for c in self.cutoffs}
+        self.customers: list[str] = []
         self.reached = 0
         self.total = 0
 
@@ -104,6 +128,7 @@ class CandidateScores:
                     first[article] = i
             positions = sorted(first.values())
             self.n += 1
+            self.customers.append(customer)
             for c in self.cutoffs:
                 self.recalls[c].append(bisect_left(positions, c) / len(relevant))
             self.reached += len(positions)
@@ -114,6 +139,13 @@ class CandidateScores:
         out = {f"recall_at_{c}": (math.fsum(v) / self.n if self.n else 0.0) for c, v in self.recalls.items()}
         out["reachable_share"] = self.reached / self.total if self.total else 0.0
         return out
+
+    def per_customer(self) -> tuple[list[str], dict[str, np.ndarray]]:
+        """(customer ids sorted, {recall_at_C: values in that order}) for every cut-off C
+        (the reachable share is pooled over purchases, not a mean over customers: no values)."""
+        order = _order(self.customers)
+        return ([self.customers[i] for i in order],
+                {f"recall_at_{c}": np.asarray(v, dtype=np.float64)[order] for c, v in self.recalls.items()})
 
 
 def candidate_scores(

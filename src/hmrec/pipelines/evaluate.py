@@ -99,3 +99,7 @@ def alias_system(result: EvaluationResult, name: str, source: str, before: str =
     result.metrics = insert(result.metrics)
     result.recall_curves = insert(result.recall_curves)
     result.examples = insert(result.examples)  # (system_seconds: only what was computed)
+    result.intervals = insert(result.intervals)
+    result.per_customer = insert(result.per_customer)
+    if name == result.reference:  # its paired differences, now that it is there (none to its source)
+        result.compare(skip=(source,))
