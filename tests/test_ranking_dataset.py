@@ -145,7 +145,7 @@ def test_leak_retrieval_negatives_missing_pattern_is_the_same_for_both_classes(w
 
 
 def test_leak_check_catches_the_reference_courses_month_leak(world: dict) -> None:
-    """The check itself can fail: null month features on negatives (the course's bug) are flagged."""
+    """The check itself can fail: null month features on negatives (the Hopsworks H&M tutorial's bug) are flagged."""
     df = build_ranking_dataset(
         world["transactions"], world["articles"], world["customers"], _windows(world), negatives="random"
     )

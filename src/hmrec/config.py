@@ -2,7 +2,7 @@
 
 Values come, in increasing priority, from the defaults below, a `.env` file in the
 working directory, environment variables, and CLI flags (the CLI builds a Settings
-with explicit keyword arguments). The reference course's names are kept where they
+with explicit keyword arguments). The Hopsworks H&M tutorial's names are kept where they
 exist (TWO_TOWER_*, RANKING_*, CUSTOMER_DATA_SIZE) so its readers find them.
 Environment variables use the same names, with or without an ``HMREC_`` prefix for
 the project-level paths (``HMREC_HOME``, ``HMREC_DATA_DIR``). The home folder's
@@ -21,7 +21,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
 class CustomerDataSize(str, Enum):
-    """How many customers the pipelines sample (the reference course's sizes, plus FULL)."""
+    """How many customers the pipelines sample (the Hopsworks H&M tutorial's sizes, plus FULL)."""
 
     SMALL = "SMALL"
     MEDIUM = "MEDIUM"
@@ -86,7 +86,7 @@ class Settings(BaseSettings):
         "instead of rejecting the file.",
     )
 
-    # --- evaluation protocol (DESIGN.md section 4) ---------------------------------
+    # --- evaluation protocol (docs/architecture.md, time layout) --------------------
     TEST_DAYS: int = 7
     VALIDATION_DAYS: int = 7
     EVAL_BATCH_SIZE: int = Field(

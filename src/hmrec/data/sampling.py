@@ -1,7 +1,7 @@
 """Reproducible customer sampling: a smaller dataset with the same shape as the full one.
 
 Why: SMALL / MEDIUM / LARGE runs (CUSTOMER_DATA_SIZE) work on a sample of the
-customers. The sample must be the same for the same seed (the reference course's
+customers. The sample must be the same for the same seed (the Hopsworks H&M tutorial's
 sampler ignored its seed, so its runs could not be compared), and it must keep
 every transaction of the sampled customers so histories are complete.
 """

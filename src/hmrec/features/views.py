@@ -1,6 +1,6 @@
 """Feature view definitions, written the way the reference course writes them.
 
-The `retrieval` view (DESIGN.md section 3): one row per purchase row, with the
+The `retrieval` view (docs/architecture.md): one row per purchase row, with the
 customer's and the article's features joined on their ids. Customers and articles
 have no event time, so these are plain key joins; the time-windowed aggregates
 (`article_sales_windows`, `customer_activity`) have one and join point-in-time when

@@ -4,7 +4,7 @@ Each stage reads its inputs from the feature store and the model registry, never
 the other stage's memory, so `hmrec train retrieval` and `hmrec train ranking` also
 run alone.
 
-Time layout (DESIGN.md section 4, plus one week for the ranker)::
+Time layout (docs/architecture.md)::
 
     ... retrieval training ... | ranking weeks | validation week | test week |
                                ^ retrieval_train_end
@@ -69,7 +69,7 @@ class StageResult:
 
 
 def write_report(settings: Settings, step: str, payload: dict) -> Path:
-    """<home>/reports/<step>.json, written atomically (DESIGN.md section 4)."""
+    """<home>/reports/<step>.json, written atomically (docs/metrics.md)."""
     return write_json(settings.reports_dir / f"{step}.json", payload)
 
 

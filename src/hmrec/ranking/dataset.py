@@ -1,6 +1,6 @@
 """The ranking dataset: labelled (customer, article, as_of) rows with point-in-time features.
 
-How rows are made (and why the reference course's leak cannot happen here):
+How rows are made (and why the Hopsworks H&M tutorial's month leak cannot happen here):
 
 * A ``Window`` [start, end) is one labelling period. Its positives are the distinct
   (customer, article) pairs bought in it; its negatives are drawn for the same
@@ -47,7 +47,7 @@ CUSTOMER_FEATURES: tuple[str, ...] = (
     "FN",
     "Active",
 )
-#: The article attributes the reference course's ranking model uses.
+#: The article attributes the Hopsworks H&M tutorial's ranking model uses.
 ARTICLE_FEATURES: tuple[str, ...] = (
     "product_type_name",
     "product_group_name",
@@ -156,7 +156,7 @@ def feature_rows(
 ) -> pl.DataFrame:
     """Add every ranking feature to (customer_id, article_id, as_of) rows, order kept.
 
-    Context (month of as_of), customer attributes, the course's article attributes and
+    Context (month of as_of), customer attributes, the tutorial's article attributes and
     the point-in-time interaction features. The two-tower score comes from
     `pair_scorer` for every row, or from a ``two_tower_score`` column already in
     `pairs` (e.g. candidates with their retrieval scores); without either it is left

@@ -1,6 +1,6 @@
 """Checks that a labelled ranking frame cannot tell the classes apart by construction.
 
-The reference course's dataset gave every positive month features and every negative
+The Hopsworks H&M tutorial's dataset gave every positive month features and every negative
 nulls, so "is month_sin null" alone identified the label. These checks measure, per
 feature, how differently it is MISSING in the two classes and how well it alone
 separates them (single-feature ROC AUC, folded to >= 0.5). On a world where

@@ -8,7 +8,7 @@ Two families, because they answer different questions:
   negatives were chosen;
 * list metrics (NDCG@K, MAP@K) on each customer's re-ranked candidate list — the task
   the ranker serves. These are averaged over customers with at least one purchase in
-  the evaluation window (DESIGN.md section 4).
+  the evaluation window (docs/metrics.md).
 
 MAP@12 follows the Kaggle H&M competition: for one customer with relevant set R
 (distinct articles bought in the window) and prediction list P (first K entries)
@@ -81,7 +81,7 @@ def list_metrics(
 
     A customer with purchases but no prediction list scores 0 (the system failed
     them); customers only in `predicted` are ignored (nothing to hit). Keys of the
-    result follow DESIGN.md section 4: ``map_at_{k}``, ``ndcg_at_{k}``, plus
+    result follow the report contract of docs/metrics.md: ``map_at_{k}``, ``ndcg_at_{k}``, plus
     ``n_customers``.
     """
     aps: list[float] = []

@@ -1,4 +1,4 @@
-"""The ranking model: CatBoost with the reference course's settings, saved and loaded whole.
+"""The ranking model: CatBoost with the settings of the Hopsworks H&M tutorial, saved and loaded whole.
 
 ``RankingModel`` wraps a CatBoostClassifier (default; the reference's choice) or a
 CatBoostRanker (YetiRank, grouped by customer and date). It remembers its feature

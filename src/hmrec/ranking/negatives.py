@@ -3,7 +3,7 @@
 Two sources, chosen by ``RANKING_NEGATIVES``:
 
 * ``random`` — articles drawn uniformly from the catalogue, 10 per positive (the
-  reference course's ratio). Easy negatives: a ranker trained on them mostly learns
+  Hopsworks H&M tutorial's ratio). Easy negatives: a ranker trained on them mostly learns
   popularity, and is kept for comparison.
 * ``retrieval`` — what the candidate generator (the two-tower model) retrieves for
   the customer at that time but the customer did not buy: the hard negatives the

@@ -70,7 +70,7 @@ def default_windows(
 
 @dataclass
 class RankingResult:
-    """What `train_ranking` returns: the model, its report (DESIGN.md section 4) and extras."""
+    """What `train_ranking` returns: the model, its report (docs/metrics.md) and extras."""
 
     model: RankingModel
     report: dict
@@ -172,7 +172,7 @@ def evaluate_reranking(
 
     Systems: each model in `models` (candidates re-ranked by it), ``two_tower``
     (candidates by retrieval score), ``popularity_candidates`` (candidates by article
-    sales in the last 7 days) and ``popularity`` (DESIGN.md's baseline: last week's
+    sales in the last 7 days) and ``popularity`` (the standard baseline: last week's
     top-k for everyone, candidates or not).
     Customers who bought something but got no candidates count as zeros everywhere.
     """

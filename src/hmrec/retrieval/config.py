@@ -16,7 +16,7 @@ from hmrec.retrieval.features import (
     parse_feature_specs,
 )
 
-#: K values for top-K accuracy (the course's "top-100 accuracy" is K=100).
+#: K values for top-K accuracy (the Hopsworks H&M tutorial's "top-100 accuracy" is K=100).
 TOP_K: tuple[int, ...] = (1, 5, 10, 50, 100)
 #: Implementations of the in-batch softmax (see loss.py and native_loss.py).
 LOSS_KERNELS: tuple[str, ...] = ("auto", "native", "torch")

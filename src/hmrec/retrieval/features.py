@@ -66,14 +66,14 @@ def raw(column: str) -> FeatureSpec:
     return FeatureSpec(column, "raw")
 
 
-#: The reference course's query tower: customer id, age, month of the request.
+#: The Hopsworks H&M tutorial's query tower: customer id, age, month of the request.
 DEFAULT_QUERY_FEATURES: tuple[FeatureSpec, ...] = (
     embedding("customer_id"),
     normalized("age"),
     raw("month_sin"),
     raw("month_cos"),
 )
-#: The reference course's item tower: article id and two one-hot article attributes.
+#: The Hopsworks H&M tutorial's item tower: article id and two one-hot article attributes.
 DEFAULT_ITEM_FEATURES: tuple[FeatureSpec, ...] = (
     embedding("article_id"),
     one_hot("garment_group_name"),

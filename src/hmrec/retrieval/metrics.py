@@ -1,11 +1,11 @@
-"""Retrieval metrics, computed exactly against the whole catalogue (DESIGN.md section 4).
+"""Retrieval metrics, computed exactly against the whole catalogue (docs/metrics.md).
 
 Everything is derived from *ranks*: the 0-based position of a target article in a
 query's ranking of the full catalogue (ties broken by catalogue position, the order a
 stable sort gives). From ranks:
 
 - top-K accuracy: per evaluation ROW (customer, purchased article, with its own request
-  context), 1 if rank < K; averaged over rows (the reference course's "top-100 accuracy").
+  context), 1 if rank < K; averaged over rows (the Hopsworks H&M tutorial's "top-100 accuracy").
 - per-customer Recall@K, Precision@K, NDCG@K (binary relevance) and MRR over the
   distinct articles each customer bought in the window, scored with one query per
   customer (its earliest row in the window, i.e. the request at the start of the

@@ -1,7 +1,7 @@
 """A tower: raw features -> fixed-size embedding, built from a list of fitted features.
 
 Layout of the MLP input: [embedding rows..., one-hot blocks..., dense floats], then
-Dense(h, ReLU) ... -> Dense(output). The reference course's towers are
+Dense(h, ReLU) ... -> Dense(output). The Hopsworks H&M tutorial's towers are
 ``hidden_dims=(16,)`` and ``output_dim=16``.
 
 Training calls :meth:`Tower.forward_rows` with embedding rows gathered outside autograd

@@ -1,7 +1,7 @@
 """Training loop for the two-tower model: pre-tensorised data, sparse embedding updates.
 
 ``train(train_df, val_df, articles_df, config)`` is the whole job on plain frames of the
-``retrieval`` feature view (DESIGN.md section 3): fit vocabularies on the training
+``retrieval`` feature view (docs/architecture.md): fit vocabularies on the training
 split, encode everything once into tensors, run epochs of in-batch softmax with
 AdamW (dense layers) + row-sparse AdamW (embedding tables, see sparse_adam.py),
 measure validation loss and exact whole-catalogue metrics next to popularity and

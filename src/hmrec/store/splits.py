@@ -1,6 +1,6 @@
 """Train/validation/test splits: by time (the protocol) and at random (compatibility only).
 
-Time split (DESIGN.md section 4), boundaries are calendar days at midnight:
+Time split (docs/architecture.md, time layout), boundaries are calendar days at midnight:
 
     train       event time <  validation_start
     validation  validation_start <= event time < test_start
