@@ -4,36 +4,31 @@ Usage:
     python benchmarks/bench_features.py                         # generate SMALL data, then run
     python benchmarks/bench_features.py --size MEDIUM
     python benchmarks/bench_features.py --data-dir /tmp/hmrec_full_data --label FULL
+    python benchmarks/bench_features.py --results /tmp/features_check.json   # figures elsewhere
 
 Target (issue 3) at FULL (31.8M transactions) on 2 cores / 24 GB: pipeline plus
 retrieval training data in under 10 minutes and under 8 GB peak RSS. Generation (when
-needed) runs in a child process, so the peak printed is the pipeline's own. The
-store goes to a temporary folder (removed afterwards unless --keep). Figures are
-printed and written to benchmarks/results/features_<label>.json.
+needed, benchmarks/datasets.py, CSV) and the machine block's yardstick run in child
+processes, so the peak printed is the pipeline's own. The store goes to a temporary
+folder (removed afterwards unless --keep). Figures are printed and written to
+benchmarks/results/features_<label>.json (or --results), with the machine block
+(benchmarks/machine.py).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import resource
 import shutil
-import subprocess
-import sys
 import tempfile
 import threading
 import time
 from pathlib import Path
 
 import psutil
-
-RESULTS = Path(__file__).resolve().parent / "results"
-
-
-def _peak_rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+from datasets import generate
+from machine import RESULTS, Run, describe, peak_rss_mb, write_result
 
 
 def _cpu_s() -> float:
@@ -84,17 +79,6 @@ def _stage_peaks(sampler: RssSampler, stage_seconds: dict[str, float], offset: f
     return out
 
 
-def _generate(out_dir: Path, size: str, seed: int) -> None:
-    code = (
-        "import sys\n"
-        "from hmrec.config import CustomerDataSize, FULL_CUSTOMERS\n"
-        "from hmrec.data import generate\n"
-        "n = CustomerDataSize(sys.argv[2]).n_customers or FULL_CUSTOMERS\n"
-        "generate(sys.argv[1], n_customers=n, seed=int(sys.argv[3]))\n"
-    )
-    subprocess.run([sys.executable, "-c", code, str(out_dir), size, str(seed)], check=True)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size", default="SMALL", choices=["SMALL", "MEDIUM", "LARGE", "FULL"])
@@ -102,6 +86,8 @@ def main() -> None:
     parser.add_argument("--label", default=None, help="results name (default: the size)")
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--keep", type=Path, default=None, help="keep the store under this home dir")
+    parser.add_argument("--results", type=Path, default=None,
+                        help="results file (default: benchmarks/results/features_<label>.json)")
     args = parser.parse_args()
     label = args.label or args.size
 
@@ -110,37 +96,36 @@ def main() -> None:
     from hmrec.pipelines.features import run_feature_pipeline
     from hmrec.store import FeatureStore
 
-    load_before = round(os.getloadavg()[0], 2)
     work = Path(tempfile.mkdtemp(prefix="hmrec_bench_features_"))
     try:
         data_dir = args.data_dir
         if data_dir is None:
             data_dir = work / "data"
-            t = time.perf_counter()
-            _generate(data_dir, args.size, args.seed)
-            print(f"generated {args.size} data in {time.perf_counter() - t:.1f} s")
+            gen_s = generate(data_dir, args.size, args.seed, fmt="csv")
+            print(f"generated {args.size} data in {gen_s:.1f} s")
         home = args.keep or (work / "home")
         # FULL: no sampling; the bench measures exactly the data it is given.
         settings = Settings(HOME_DIR=home, DATA_DIR=data_dir, CUSTOMER_DATA_SIZE="FULL", SEED=args.seed)
 
         def progress(task: str, done: float, total: float | None = None) -> None:
-            print(f"  [{time.perf_counter() - t0:7.1f} s, peak {_peak_rss_mb():7.0f} MB] {task} {done}/{total}",
+            print(f"  [{time.perf_counter() - t0:7.1f} s, peak {peak_rss_mb():7.0f} MB] {task} {done}/{total}",
                   flush=True)
 
-        sampler = RssSampler().start()
-        t0 = time.perf_counter()
-        summary = run_feature_pipeline(settings, progress=progress, write_report=False)
-        pipeline_s = time.perf_counter() - t0
-        pipeline_peak = _peak_rss_mb()
+        with Run(isolate=True) as run:
+            sampler = RssSampler().start()
+            t0 = time.perf_counter()
+            summary = run_feature_pipeline(settings, progress=progress, write_report=False)
+            pipeline_s = time.perf_counter() - t0
+            pipeline_peak = peak_rss_mb()
 
-        t1 = time.perf_counter()
-        fv = FeatureStore(settings.store_dir).get_feature_view(RETRIEVAL_VIEW, 1)
-        td = fv.training_data()
-        training_s = time.perf_counter() - t1
-        rows = td.height
-        del td
-        total_s = time.perf_counter() - t0
-        sampler.stop()
+            t1 = time.perf_counter()
+            fv = FeatureStore(settings.store_dir).get_feature_view(RETRIEVAL_VIEW, 1)
+            td = fv.training_data()
+            training_s = time.perf_counter() - t1
+            rows = td.height
+            del td
+            total_s = time.perf_counter() - t0
+            sampler.stop()
         offset = t0 - sampler._t0
         stage_peaks = _stage_peaks(sampler, summary.seconds, offset)
         stage_peaks["training data"] = sampler.peak_between(offset + pipeline_s, offset + total_s)
@@ -157,15 +142,14 @@ def main() -> None:
             "total_seconds": round(total_s, 2),
             "cpu_seconds": round(_cpu_s(), 1),
             "pipeline_peak_rss_mb": round(pipeline_peak),
-            "peak_rss_mb": round(_peak_rss_mb()),
+            "peak_rss_mb": round(peak_rss_mb()),
             "target": "FULL: < 600 s and < 8192 MB",
-            "loadavg_1min_before": load_before,
-            "machine": {"cpus": psutil.cpu_count(), "ram_gb": round(psutil.virtual_memory().total / 2**30, 1),
-                        "python": platform.python_version()},
+            "ram_gb": round(psutil.virtual_memory().total / 2**30, 1),
         }
         print(json.dumps(result, indent=2))
-        RESULTS.mkdir(parents=True, exist_ok=True)
-        (RESULTS / f"features_{label}.json").write_text(json.dumps(result, indent=2) + "\n")
+        path = write_result(args.results or RESULTS / f"features_{label}.json", result, run)
+        print(f"written to {path}")
+        print(describe(run))
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
