@@ -199,14 +199,14 @@ def evaluate(home: Optional[Path] = HomeOpt, seed: Optional[int] = SeedOpt) -> N
     """Score the 4-stage pipeline (each filter policy), two-tower alone and the baselines on the test week."""
     from hmrec.pipelines.evaluate import run_evaluate_step
     from hmrec.pipelines.progress import step_progress
-    from hmrec.pipelines.summary import evaluation_metrics, metrics_table
+    from hmrec.pipelines.summary import evaluation_summary
     from hmrec.serving.loading import candidate_budget
 
     settings = make_settings(home, None, SEED=seed)
     with step_progress(console) as progress:
         step = run_evaluate_step(settings, progress=progress)
-    console.print(metrics_table(f"test week ({step.result.n_customers:,} customers)", step.result.metrics,
-                                evaluation_metrics(candidate_budget(settings))))
+    console.print(evaluation_summary(step.result, candidate_budget(settings),
+                                     f"test week {step.result.test_start} .."))
     console.print(f"report: {step.report_path}\nmetrics: {settings.reports_dir / 'evaluate.json'}")
 
 

@@ -22,8 +22,7 @@ from hmrec.pipelines.data import ensure_data
 from hmrec.pipelines.evaluate import run_evaluate_step
 from hmrec.pipelines.features import run_feature_pipeline
 from hmrec.pipelines.progress import step_progress
-from hmrec.pipelines.summary import (evaluation_metrics, features_table, metrics_table, steps_table,
-                                     training_table)
+from hmrec.pipelines.summary import evaluation_summary, features_table, steps_table, training_table
 from hmrec.pipelines.train import train_ranking_stage, train_retrieval_stage
 from hmrec.serving.loading import candidate_budget
 
@@ -97,9 +96,8 @@ def run_all(settings: Settings, console: Console, step_hook: StepHook | None = N
 
     with step("evaluate"), step_progress(console) as progress:
         evaluation = run_evaluate_step(settings, progress=progress)
-    console.print(metrics_table(f"Headline: test week {evaluation.result.test_start} .. "
-                                f"({evaluation.result.n_customers:,} customers)",
-                                evaluation.result.metrics, evaluation_metrics(candidate_budget(settings))))
+    console.print(evaluation_summary(evaluation.result, candidate_budget(settings),
+                                     f"Headline: test week {evaluation.result.test_start} .."))
     console.print(f"report: {evaluation.report_path}")
     console.print(steps_table(seconds))
     return seconds
