@@ -4,6 +4,7 @@ Usage:
     python benchmarks/bench_ranking.py                              # generate SMALL data, then run
     python benchmarks/bench_ranking.py --size MEDIUM
     python benchmarks/bench_ranking.py --data-dir /tmp/hmrec_full_data --label FULL
+    python benchmarks/bench_ranking.py --results /tmp/ranking_check.json    # figures elsewhere
 
 The two-tower model is replaced by random 16-d embeddings searched exactly with FAISS
 (what the real index does, at the same cost), so this measures the ranking step alone
@@ -12,19 +13,18 @@ for quality. Candidates are the blended lists the pipeline ranks (two-tower top-
 last week's best sellers + the customer's purchases of the last 8 weeks). Layout and
 every RANKING_* setting (weeks, thinning, samples, CatBoost parameters) come from
 Settings, as in `hmrec train ranking`; flags override the sampling ones.
-Generation (when needed) runs in a child process. Figures are printed and written to
-benchmarks/results/ranking_<label>.json.
+Generation (when needed, benchmarks/datasets.py, Parquet) and the machine block's
+yardstick run in child processes. Figures are printed and written to
+benchmarks/results/ranking_<label>.json (or --results), with the machine block
+(benchmarks/machine.py).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import platform
 import resource
 import shutil
-import subprocess
-import sys
 import tempfile
 import time
 from datetime import date, timedelta
@@ -33,27 +33,12 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 import psutil
-
-RESULTS = Path(__file__).resolve().parent / "results"
-
-
-def _peak_rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+from datasets import generate
+from machine import RESULTS, Run, describe, peak_rss_mb, write_result
 
 
 def _rss_mb() -> float:
     return psutil.Process().memory_info().rss / 2**20
-
-
-def _generate(out_dir: Path, size: str, seed: int) -> None:
-    code = (
-        "import sys\n"
-        "from hmrec.config import CustomerDataSize, FULL_CUSTOMERS\n"
-        "from hmrec.data import generate\n"
-        "n = CustomerDataSize(sys.argv[2]).n_customers or FULL_CUSTOMERS\n"
-        "generate(sys.argv[1], n_customers=n, seed=int(sys.argv[3]), fmt='parquet')\n"
-    )
-    subprocess.run([sys.executable, "-c", code, str(out_dir), size, str(seed)], check=True)
 
 
 class RandomTowers:
@@ -114,6 +99,8 @@ def main() -> None:
     parser.add_argument("--train-weeks", type=int, default=None, help="default: RANKING_TRAIN_WEEKS")
     parser.add_argument("--no-random-variant", action="store_true",
                         help="skip the random-negative variant (default: RANKING_COMPARE_RANDOM_NEGATIVES)")
+    parser.add_argument("--results", type=Path, default=None,
+                        help="results file (default: benchmarks/results/ranking_<label>.json)")
     args = parser.parse_args()
     label = args.label or args.size
 
@@ -139,43 +126,43 @@ def main() -> None:
         data_dir = args.data_dir
         if data_dir is None:
             data_dir = work / "data"
-            t = time.perf_counter()
-            _generate(data_dir, args.size, args.seed)
-            print(f"generated {args.size} data in {time.perf_counter() - t:.1f} s", flush=True)
+            gen_s = generate(data_dir, args.size, args.seed, fmt="parquet")
+            print(f"generated {args.size} data in {gen_s:.1f} s", flush=True)
 
-        t0 = time.perf_counter()
-        raw = load_raw(data_dir)
-        tx = raw.transactions.select("t_dat", "customer_id", "article_id")
-        customers = build_customers(raw.customers)
-        articles = build_articles(raw.articles)
-        del raw
-        load_s = time.perf_counter() - t0
-        rss_loaded = _rss_mb()
-        print(f"loaded {tx.height:,} transactions in {load_s:.1f} s (RSS {rss_loaded:.0f} MB)", flush=True)
+        with Run(isolate=True) as run:
+            t0 = time.perf_counter()
+            raw = load_raw(data_dir)
+            tx = raw.transactions.select("t_dat", "customer_id", "article_id")
+            customers = build_customers(raw.customers)
+            articles = build_articles(raw.articles)
+            del raw
+            load_s = time.perf_counter() - t0
+            rss_loaded = _rss_mb()
+            print(f"loaded {tx.height:,} transactions in {load_s:.1f} s (RSS {rss_loaded:.0f} MB)", flush=True)
 
-        towers = RandomTowers(customers["customer_id"], articles["article_id"], seed=args.seed)
-        candidates = BlendedCandidates(towers, towers.score_pairs, tx)
-        last = tx["t_dat"].max()
-        validation_start = last - timedelta(days=13)  # the week before the test week
-        train_windows, validation_window, retrieval_end = default_windows(validation_start, train_weeks)
+            towers = RandomTowers(customers["customer_id"], articles["article_id"], seed=args.seed)
+            candidates = BlendedCandidates(towers, towers.score_pairs, tx)
+            last = tx["t_dat"].max()
+            validation_start = last - timedelta(days=13)  # the week before the test week
+            train_windows, validation_window, retrieval_end = default_windows(validation_start, train_weeks)
 
-        phases: list[tuple[str, float, float]] = []
-        t1 = time.perf_counter()
-        cpu0 = sum(resource.getrusage(resource.RUSAGE_SELF)[:2])  # user + system, the ranking step
+            phases: list[tuple[str, float, float]] = []
+            t1 = time.perf_counter()
+            cpu0 = sum(resource.getrusage(resource.RUSAGE_SELF)[:2])  # user + system, the ranking step
 
-        def progress(message: str) -> None:
-            phases.append((message, time.perf_counter() - t1, _peak_rss_mb()))
-            print(f"  [{time.perf_counter() - t1:7.1f} s, peak {_peak_rss_mb():7.0f} MB] {message}", flush=True)
+            def progress(message: str) -> None:
+                phases.append((message, time.perf_counter() - t1, peak_rss_mb()))
+                print(f"  [{time.perf_counter() - t1:7.1f} s, peak {peak_rss_mb():7.0f} MB] {message}", flush=True)
 
-        result = train_ranking(
-            tx, articles, customers, train_windows, validation_window, candidates, towers.score_pairs,
-            k=args.k, retrieval_train_end=retrieval_end, negatives_per_customer=neg_per_customer,
-            max_train_customers=max_train, max_eval_customers=max_eval,
-            compare_random_negatives=compare_random, yetirank=settings.RANKING_COMPARE_YETIRANK,
-            seed=args.seed,
-            model_params=model_params, progress=progress,
-        )
-        ranking_s = time.perf_counter() - t1
+            result = train_ranking(
+                tx, articles, customers, train_windows, validation_window, candidates, towers.score_pairs,
+                k=args.k, retrieval_train_end=retrieval_end, negatives_per_customer=neg_per_customer,
+                max_train_customers=max_train, max_eval_customers=max_eval,
+                compare_random_negatives=compare_random, yetirank=settings.RANKING_COMPARE_YETIRANK,
+                seed=args.seed,
+                model_params=model_params, progress=progress,
+            )
+            ranking_s = time.perf_counter() - t1
         names = {"building retrieval": "train_rows", "building validation": "validation_rows",
                  "fitting CatBoost on": "fit", "fitting CatBoostRanker": "fit_yetirank",
                  "fitting the random": "random_variant_rows_and_fit", "re-ranking": "rerank_validation"}
@@ -201,14 +188,14 @@ def main() -> None:
             "cpu_seconds": round(sum(resource.getrusage(resource.RUSAGE_SELF)[:2]) - cpu0, 1),
             "phase_seconds": steps,
             "rss_after_load_mb": round(rss_loaded),
-            "peak_rss_mb": round(_peak_rss_mb()),
+            "peak_rss_mb": round(peak_rss_mb()),
             "catboost_best_iteration": result.report["best_iteration"],
-            "machine": {"cpus": psutil.cpu_count(), "ram_gb": round(psutil.virtual_memory().total / 2**30, 1),
-                        "python": platform.python_version(), "load_avg_1m": round(psutil.getloadavg()[0], 1)},
+            "ram_gb": round(psutil.virtual_memory().total / 2**30, 1),
         }
         print(json.dumps(out, indent=2))
-        RESULTS.mkdir(parents=True, exist_ok=True)
-        (RESULTS / f"ranking_{label}.json").write_text(json.dumps(out, indent=2) + "\n")
+        path = write_result(args.results or RESULTS / f"ranking_{label}.json", out, run)
+        print(f"written to {path}")
+        print(describe(run))
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
