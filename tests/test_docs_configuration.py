@@ -35,3 +35,16 @@ def test_every_setting_is_documented_with_its_default():
         expected = str(default).lower() if isinstance(default, bool) else str(default)
         assert shown.split(" ")[0] in (expected, expected.rstrip("0").rstrip(".")), (
             f"{name}: docs/configuration.md says {rows[documented[0]]!r}, the code's default is {default!r}")
+
+
+def test_library_defaults_are_the_settings_defaults():
+    """One source of defaults: a component built without arguments behaves as the settings say."""
+    from hmrec.ranking.model import RankingModel
+    from hmrec.retrieval.config import TwoTowerConfig
+
+    s = Settings()
+    assert TwoTowerConfig() == TwoTowerConfig.from_settings(s)
+    model = RankingModel()
+    assert (model.learning_rate, model.iterations, model.depth, model.scale_pos_weight, model.early_stopping_rounds,
+            model.seed) == (s.RANKING_LEARNING_RATE, s.RANKING_ITERATIONS, s.RANKING_DEPTH,
+                            s.RANKING_SCALE_POS_WEIGHT, s.RANKING_EARLY_STOPPING_ROUNDS, s.SEED)

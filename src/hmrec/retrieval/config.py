@@ -88,7 +88,7 @@ class TwoTowerConfig:
     epoch_eval_rows: int | None = 20_000
     best_metric: str = "top_100_accuracy"
     restore_best: bool = True
-    patience: int | None = None
+    patience: int | None = 3
     eval_every_rows: int | None = 4_000_000
     top_k: tuple[int, ...] = TOP_K
     customer_k: tuple[int, ...] = CUSTOMER_K
