@@ -3,6 +3,7 @@
 Usage:
     python benchmarks/bench_registry.py                    # 10M-row fingerprint, ranking model
     python benchmarks/bench_registry.py --rows 31788324    # fingerprint at the full H&M size
+    python benchmarks/bench_registry.py --rows 100000 --versions 1 --results /tmp/registry_check.json
 
 Measures, on a fresh SQLite registry in a temporary folder:
 - fingerprint(): seconds for a transactions-shaped frame (64-hex customer ids, 10-digit
@@ -12,28 +13,20 @@ Measures, on a fresh SQLite registry in a temporary folder:
   settings (100 iterations, depth 10), and for the two towers when hmrec.retrieval has
   a TwoTowerModel;
 - load() + predict on 10,000 rows.
-Figures are printed and written to benchmarks/results/registry.json.
+Figures are printed and written to benchmarks/results/registry.json (or --results), with
+the machine block (benchmarks/machine.py; its yardstick runs in a child process).
 """
 
 from __future__ import annotations
 
 import argparse
-import json
-import platform
-import resource
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 import polars as pl
-
-RESULTS = Path(__file__).resolve().parent / "results"
-
-
-def _peak_rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+from machine import RESULTS, Run, describe, peak_rss_mb, write_result
 
 
 def _transactions(n: int, seed: int) -> pl.DataFrame:
@@ -120,22 +113,35 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=10_000_000, help="rows to fingerprint")
     parser.add_argument("--versions", type=int, default=3, help="ranking versions to register")
+    parser.add_argument("--results", type=Path, default=None,
+                        help="results file (default: benchmarks/results/registry.json)")
     args = parser.parse_args()
 
+    with Run(isolate=True) as run:
+        out = measure(args.rows, args.versions)
+    out["peak_rss_mb"] = peak_rss_mb()
+    print(f"peak RSS {out['peak_rss_mb']:.0f} MB")
+    path = write_result(args.results or RESULTS / "registry.json", out, run)
+    print(f"written to {path}")
+    print(describe(run))
+
+
+def measure(rows: int, versions: int) -> dict:
+    """The figures: fingerprint of ``rows`` rows, ``versions`` ranking registrations, the towers, load."""
     t0 = time.perf_counter()
     from hmrec.ranking.model import RankingModel
     from hmrec.registry import CHAMPION, ModelRegistry, RankingPyfunc, fingerprint
 
     import_s = time.perf_counter() - t0
-    out: dict = {"python": sys.version.split()[0], "machine": platform.machine(), "import_s": import_s}
+    out: dict = {"import_s": import_s}
 
-    df = _transactions(args.rows, seed=0)
+    df = _transactions(rows, seed=0)
     t = time.perf_counter()
     fp = fingerprint(df)
     fp_s = time.perf_counter() - t
-    out["fingerprint"] = {"rows": args.rows, "seconds": fp_s, "rows_per_s": args.rows / fp_s, "value": fp}
+    out["fingerprint"] = {"rows": rows, "seconds": fp_s, "rows_per_s": rows / fp_s, "value": fp}
     del df
-    print(f"fingerprint {args.rows:,} rows: {fp_s:.2f} s ({args.rows / fp_s / 1e6:.1f} M rows/s)")
+    print(f"fingerprint {rows:,} rows: {fp_s:.2f} s ({rows / fp_s / 1e6:.1f} M rows/s)")
 
     features = ["price", "age", "garment_group_name", "index_group_name", "sales_7d"]
     train = _ranking_frame(50_000, seed=1)
@@ -154,7 +160,7 @@ def main() -> None:
 
         register_s = []
         cpu0 = time.process_time()
-        for i in range(args.versions):
+        for i in range(versions):
             v = reg.register(
                 "ranking_model", RankingPyfunc(ranker), train.select(fv["columns"]).head(5),
                 ranker.params(), {"val_roc_auc": 0.7 + 0.01 * i}, fv, data_fp, "val_roc_auc",
@@ -162,7 +168,7 @@ def main() -> None:
             register_s.append(v.seconds)
             print(f"register ranking_model v{v.version}: {v.seconds:.2f} s ({v.decision})")
         out["register_ranking_s"] = register_s
-        out["register_ranking_cpu_s_mean"] = (time.process_time() - cpu0) / args.versions
+        out["register_ranking_cpu_s_mean"] = (time.process_time() - cpu0) / versions
         print(f"register ranking_model CPU time: {out['register_ranking_cpu_s_mean']:.2f} s per version "
               "(less sensitive to other load on the machine than wall time)")
 
@@ -179,12 +185,7 @@ def main() -> None:
         out["predict_10k_s"] = predict_s
         out["scores_identical"] = same
         print(f"load by alias: {load_s:.2f} s; predict 10,000 rows: {predict_s:.3f} s; identical: {same}")
-
-    out["load_average_1m"] = __import__("os").getloadavg()[0]
-    out["peak_rss_mb"] = _peak_rss_mb()
-    print(f"peak RSS {out['peak_rss_mb']:.0f} MB")
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "registry.json").write_text(json.dumps(out, indent=2) + "\n")
+    return out
 
 
 if __name__ == "__main__":
