@@ -55,13 +55,14 @@ def padded_dim(dim: int) -> int:
     return -(-dim // VW) * VW
 
 
-def _library(padded: int) -> ctypes.CDLL | None:
-    return native_build.load("softmax_loss", padded, _SIGNATURES)
+def _library(padded: int, target: str | None = None) -> ctypes.CDLL | None:
+    return native_build.load("softmax_loss", padded, _SIGNATURES, target)
 
 
-def available(dim: int = 16) -> bool:
-    """True when the kernel for this embedding size is built (building it if needed)."""
-    return _library(padded_dim(dim)) is not None
+def available(dim: int = 16, target: str | None = None) -> bool:
+    """True when the kernel for this embedding size is built (building it if needed) for
+    ``-march=target`` (default: native_build.march())."""
+    return _library(padded_dim(dim), target) is not None
 
 
 def _amx_library(padded: int) -> ctypes.CDLL | None:
@@ -147,6 +148,7 @@ def loss_and_grads(
     item_keys: torch.Tensor | None,
     threads: int = 1,
     precision: str = "fp32",
+    target: str | None = None,
 ) -> tuple[float, torch.Tensor, torch.Tensor]:
     """Mean in-batch softmax loss and its gradients w.r.t. query and item.
 
@@ -155,12 +157,13 @@ def loss_and_grads(
     precision: 'fp32' (softmax_loss.c, exact up to float rounding) or 'bf16' (the AMX
     kernel, softmax_loss_amx.c: logits to ~2^-16, gradient products with bf16
     probabilities; needs :func:`amx_available`).
+    target: the -march value of the fp32 kernel's build (default: native_build.march()).
     """
     b, d = query.shape
     dp, bp = padded_dim(d), -(-b // (2 * VW)) * 2 * VW  # the kernels take column tiles in pairs
     if precision not in ("fp32", "bf16"):
         raise ValueError(f"precision must be 'fp32' or 'bf16', got {precision!r}")
-    lib = _library(dp) if precision == "fp32" else _amx_library(dp)
+    lib = _library(dp, target) if precision == "fp32" else _amx_library(dp)
     if lib is None:
         raise RuntimeError(f"the native {precision} in-batch softmax is not available on this machine")
     q = _pad(query.detach().float().numpy(), bp, dp)

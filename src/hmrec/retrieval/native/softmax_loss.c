@@ -6,8 +6,20 @@
  * computes its RB x B logits into a buffer that stays in the L1/L2 cache, applies
  * -log q, the accidental hits, max, exp and the row sums on it, and immediately uses
  * it for both gradients (dQ = G @ I and dI += G^T @ Q); nothing B x B ever reaches
- * memory. Vectors are GCC/Clang vector extensions (16 floats), so the same source
- * compiles to AVX-512, AVX2 or NEON.
+ * memory.
+ *
+ * Vectors are GCC/Clang vector extensions whose width VW is the target's native one:
+ * 16 floats with AVX-512, 8 with AVX2, 4 otherwise (SSE, NEON). A vector type wider than
+ * the hardware's is split by the compiler into pieces, needs twice the registers (the
+ * register blocks below then spill to the stack) and some of its operations (compares,
+ * selects) become scalar code, so the register blocks are sized per width too.
+ *
+ * The result does not depend on VW (an AVX-512 and an AVX2 build give bit-identical
+ * loss and gradients, both using FMA): every output element is computed by the same
+ * operations in the same order whatever the width: logits accumulate over k = 0..DIM-1,
+ * d_query over columns j = 0..BP-1, d_item over the range's rows in order; the row sums
+ * of exp are kept in 16 lanes (lane l: columns l, l + 16, l + 32, ...) and the 16 lanes
+ * are added in a fixed tree; the exp is the same code for every width.
  *
  * Compiled at first use by hmrec.retrieval.native_loss with -DDIM=<padded embedding
  * size, a multiple of 16>. Layouts (all float32, row-major, zero-padded by the caller):
@@ -20,7 +32,7 @@
  *                       accidental hit of row r (logit -inf) when keys[j] == keys[r]
  *   has_hit [BP]        uint8, 1 where the row's key occurs in another column (only
  *                       those rows are searched for hits); used only with keys
- * Outputs for rows [row_start, row_stop) (multiples of RB):
+ * Outputs for rows [row_start, row_stop) (multiples of RB = 8):
  *   dq      [BP][DIM]   rows of this range: scale * (sum_j p_rj i_j - i_r)
  *   di      [BP][DIM]   this range's part of d_item (overwritten): scale * sum_r (p_rj - [j = r]) q_r
  *   return  sum over the range's rows r < B of (log z_r + max_r - logit_rr)
@@ -33,10 +45,45 @@
 #ifndef DIM
 #error "compile with -DDIM=<multiple of 16>"
 #endif
+#if DIM % 16 != 0
+#error "DIM must be a multiple of 16"
+#endif
+
+#define TW 16 /* columns per item tile (the layout), and lanes of the row sums */
+#define RB 8  /* rows per block (the caller's row ranges are multiples of it) */
+
+/* Per width: VW floats per vector; R1 rows x NT tiles of logits in registers while
+ * the logits are computed; ACC vector registers for the accumulators of the gradient
+ * passes (half the register file, leaving room for the operands). */
+#if defined(__AVX512F__)
 #define VW 16
-#define DV (DIM / VW)
-#define RB 8
-#define JB 4 /* divides VW, so BP is a multiple of it */
+#define R1 8
+#define NT 2
+#define ACC 16
+#elif defined(__AVX2__)
+#define VW 8
+#define R1 4
+#define NT 1
+#define ACC 8
+#elif defined(__aarch64__) /* NEON: 32 registers of 4 floats */
+#define VW 4
+#define R1 4
+#define NT 1
+#define ACC 16
+#else /* SSE and other targets: 16 registers of 4 floats (or whatever the compiler makes) */
+#define VW 4
+#define R1 2
+#define NT 1
+#define ACC 8
+#endif
+
+#define TV (TW / VW)  /* vectors per tile row */
+#define DV (DIM / VW) /* vectors per embedding */
+#define CV (NT * TV)  /* vectors of columns per row in the logits pass */
+/* rows of d_query (R3) and columns of d_item (JB) accumulated in registers at a time */
+#define FIT(n) ((DV) >= (n) ? 1 : (n) / (DV))
+#define R3 (FIT(ACC) < RB ? FIT(ACC) : RB)
+#define JB (FIT(ACC) < TW ? FIT(ACC) : TW)
 
 typedef float vf __attribute__((vector_size(VW * sizeof(float))));
 typedef int32_t vi __attribute__((vector_size(VW * sizeof(int32_t))));
@@ -44,12 +91,8 @@ typedef int32_t vi __attribute__((vector_size(VW * sizeof(int32_t))));
 static inline vf vload(const float *p) { vf v; memcpy(&v, p, sizeof v); return v; }
 static inline void vstore(float *p, vf v) { memcpy(p, &v, sizeof v); }
 static inline vf vsplat(float x) { return (vf){0} + x; }
-
-static inline float hsum(vf v) {
-    float s = 0.0f;
-    for (int k = 0; k < VW; k++) s += v[k];
-    return s;
-}
+static inline vf vsel(vi mask, vf a, vf b) { return (vf)(((vi)a & mask) | ((vi)b & ~mask)); }
+static inline vf vmax(vf a, vf b) { return vsel(a > b, a, b); }
 
 static inline float hmax(vf v) {
     float m = v[0];
@@ -57,57 +100,84 @@ static inline float hmax(vf v) {
     return m;
 }
 
-/* exp(x) for x <= 0: 0 for x = -inf, else a degree-6 polynomial after range reduction,
- * relative error below 2e-7. With AVX-512 the power of two is one vscalefps (which also
- * underflows cleanly); elsewhere it is built in the exponent bits, exact 0 below -87. */
-static inline vf vexp_poly(vf r) {
+/* The sum of 16 lanes held in TV vectors, in a fixed tree (lane l + lane l + 8, then
+ * + 4, + 2, + 1): the same additions for every VW. */
+static inline float sum16(const vf *z) {
+    float s[TW];
+    memcpy(s, z, sizeof s);
+    for (int w = TW / 2; w > 0; w /= 2)
+        for (int k = 0; k < w; k++) s[k] += s[k + w];
+    return s[0];
+}
+
+/* exp(x) for x <= 0: 0 for x = -inf or x < -87, else a degree-6 polynomial after range
+ * reduction (relative error below 2e-7) times a power of two built in the exponent
+ * bits. One code for every width, so every build rounds alike. */
+static inline vf vexp_nonpos(vf x) {
+    const vf lo = vsplat(-87.0f);
+    vi keep = x >= lo;
+    x = vsel(keep, x, lo);
+    const vf magic = vsplat(12582912.0f); /* 1.5 * 2^23: adding it rounds to an integer */
+    vf n = (x * vsplat(1.44269504088896341f) + magic) - magic;
+    vf r = x - n * vsplat(0.693359375f) - n * vsplat(-2.12194440e-4f);
     vf p = vsplat(1.0f / 720.0f);
     p = p * r + vsplat(1.0f / 120.0f);
     p = p * r + vsplat(1.0f / 24.0f);
     p = p * r + vsplat(1.0f / 6.0f);
     p = p * r + vsplat(0.5f);
     p = p * r + vsplat(1.0f);
-    return p * r + vsplat(1.0f);
-}
-
-#if defined(__AVX512F__) && VW == 16
-#include <immintrin.h>
-static inline vf vexp_nonpos(vf x) {
-    __m512 xx = _mm512_max_ps((__m512)x, _mm512_set1_ps(-104.0f)); /* -inf -> 2^-150: 0 */
-    __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(xx, _mm512_set1_ps(1.44269504088896341f)),
-                                    _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-    vf r = (vf)_mm512_fnmadd_ps(n, _mm512_set1_ps(0.693359375f), xx);
-    r = (vf)_mm512_fnmadd_ps(n, _mm512_set1_ps(-2.12194440e-4f), (__m512)r);
-    return (vf)_mm512_scalef_ps((__m512)vexp_poly(r), n);
-}
-#else
-static inline vf vexp_nonpos(vf x) {
-    const vf lo = vsplat(-87.0f);
-    vi keep = x >= lo;
-    x = (vf)(((vi)x & keep) | ((vi)lo & ~keep));
-    const vf magic = vsplat(12582912.0f); /* 1.5 * 2^23: adding it rounds to an integer */
-    vf n = (x * vsplat(1.44269504088896341f) + magic) - magic;
-    vf r = x - n * vsplat(0.693359375f) - n * vsplat(-2.12194440e-4f);
+    p = p * r + vsplat(1.0f);
     vi e = (__builtin_convertvector(n, vi) + 127) << 23;
-    return (vf)((vi)(vexp_poly(r) * (vf)e) & keep);
+    return (vf)((vi)(p * (vf)e) & keep);
 }
-#endif
 
-/* Step 2 for a block of RB rows: accidental hits -> -inf, max, E = exp(L - max) in place
+/* 1. Logits of the block's RB rows, L[r][j] = bias_j + q_r . i_j, into work, and each
+ * row's running max (per lane) into mv. */
+static inline void block_logits(int64_t bp, const float *q, const float *item_tiles, const float *bias, int64_t r0,
+                                float *work, int64_t ws, vf *mv)
+{
+    for (int r = 0; r < RB; r++) mv[r] = vsplat(-INFINITY);
+    for (int64_t jt = 0; jt < bp / TW; jt += NT) {
+        const float *t = item_tiles + jt * DIM * TW;
+        for (int r1 = 0; r1 < RB; r1 += R1) {
+            vf a[R1][CV];
+            for (int c = 0; c < CV; c++) {
+                vf bv = vload(bias + jt * TW + c * VW);
+                for (int r = 0; r < R1; r++) a[r][c] = bv;
+            }
+            for (int k = 0; k < DIM; k++) {
+                vf col[CV];
+                for (int c = 0; c < CV; c++) col[c] = vload(t + (c / TV) * DIM * TW + k * TW + (c % TV) * VW);
+                for (int r = 0; r < R1; r++) {
+                    float x = q[(r0 + r1 + r) * DIM + k];
+                    for (int c = 0; c < CV; c++) a[r][c] += x * col[c];
+                }
+            }
+            for (int r = 0; r < R1; r++) {
+                vf hi = a[r][0];
+                for (int c = 0; c < CV; c++) {
+                    vstore(work + (r1 + r) * ws + jt * TW + c * VW, a[r][c]);
+                    hi = vmax(hi, a[r][c]);
+                }
+                mv[r1 + r] = vmax(mv[r1 + r], hi);
+            }
+        }
+    }
+}
+
+/* 2. Per row of the block: accidental hits -> -inf, max, E = exp(L - max) in place
  * (padding rows: E = 0), the row sums z; qv[r] = q_r * scale / z_r and zs[r] = scale / z_r
  * (the 1/z of P = E / z goes there). Returns the block's sum of log z + max - positive. */
-static double rows_softmax(int64_t b, int64_t bp, const float *q, const int32_t *keys, const uint8_t *has_hit,
-                           int64_t r0, float scale, const vf *mv, float *work, vf qv[RB][DV], float *zs)
+static inline double rows_softmax(int64_t b, int64_t bp, const float *q, const int32_t *keys, const uint8_t *has_hit,
+                                  int64_t r0, float scale, const vf *mv, float *work, int64_t ws, float *qv, float *zs)
 {
-    const int64_t nv = bp / VW;
-    const int64_t ws = bp + VW;
     double loss = 0.0;
     for (int r = 0; r < RB; r++) {
         int64_t row = r0 + r;
         float *l = work + r * ws;
         if (row >= b) { /* padding row: no loss, no gradient */
             memset(l, 0, sizeof(float) * (size_t)bp);
-            for (int d = 0; d < DV; d++) qv[r][d] = vsplat(0.0f);
+            memset(qv + r * DIM, 0, sizeof(float) * DIM);
             zs[r] = 0.0f;
             continue;
         }
@@ -119,51 +189,89 @@ static double rows_softmax(int64_t b, int64_t bp, const float *q, const int32_t 
             const vi key = (vi){0} + keys[row];
             const vf ninf = vsplat(-INFINITY);
             vf hv = ninf;
-            for (int64_t jv = 0; jv < nv; jv++) {
+            for (int64_t j = 0; j < bp; j += VW) {
                 vi kj;
-                memcpy(&kj, keys + jv * VW, sizeof kj);
-                vi hit = kj == key;
-                vf v = (vf)(((vi)vload(l + jv * VW) & ~hit) | ((vi)ninf & hit));
-                vstore(l + jv * VW, v);
-                vi gt = v > hv;
-                hv = (vf)(((vi)v & gt) | ((vi)hv & ~gt));
+                memcpy(&kj, keys + j, sizeof kj);
+                vf v = vsel(kj == key, ninf, vload(l + j));
+                vstore(l + j, v);
+                hv = vmax(v, hv);
             }
             l[row] = positive; /* its own key: restore it */
             m = hmax(hv);
             m = positive > m ? positive : m;
         }
-        vf zv = vsplat(0.0f);
-        vf mm = vsplat(m);
-        for (int64_t jv = 0; jv < nv; jv++) {
-            vf e = vexp_nonpos(vload(l + jv * VW) - mm);
-            vstore(l + jv * VW, e);
-            zv += e;
-        }
-        float z = hsum(zv);
+        vf zv[TV];
+        for (int v = 0; v < TV; v++) zv[v] = vsplat(0.0f);
+        const vf mm = vsplat(m);
+        for (int64_t j = 0; j < bp; j += TW)
+            for (int v = 0; v < TV; v++) {
+                vf e = vexp_nonpos(vload(l + j + v * VW) - mm);
+                vstore(l + j + v * VW, e);
+                zv[v] += e;
+            }
+        float z = sum16(zv);
         loss += (double)logf(z) + (double)m - (double)positive;
         float w = scale / z;
         zs[r] = w;
-        for (int d = 0; d < DV; d++) qv[r][d] = vload(q + row * DIM + d * VW) * w;
+        for (int d = 0; d < DV; d++) vstore(qv + r * DIM + d * VW, vload(q + row * DIM + d * VW) * w);
     }
     return loss;
 }
 
-/* The onehot part of G (row r's positive is column r), and dq_r = scale/z_r * acc_r - scale i_r. */
-static void rows_finish(int64_t b, const float *q, const float *item, int64_t r0, float scale,
-                        vf acc[RB][DV], const float *zs, float *dq, float *di)
+/* 3a. dq_r = scale/z_r * sum_j E[r][j] i_j - scale i_r for the block's rows, R3 rows at a
+ * time (R3 * DV accumulators in registers; each one adds the columns in order). */
+static inline void block_dq(int64_t b, int64_t bp, const float *q, const float *item, int64_t r0, float scale,
+                            const float *work, int64_t ws, const float *zs, float *dq)
 {
+    (void)q;
+    for (int r3 = 0; r3 < RB; r3 += R3) {
+        vf acc[R3][DV];
+        for (int r = 0; r < R3; r++)
+            for (int d = 0; d < DV; d++) acc[r][d] = vsplat(0.0f);
+        const float *e = work + r3 * ws;
+        for (int64_t j = 0; j < bp; j++) {
+            vf iv[DV];
+            for (int d = 0; d < DV; d++) iv[d] = vload(item + j * DIM + d * VW);
+            for (int r = 0; r < R3; r++) {
+                float x = e[r * ws + j];
+                for (int d = 0; d < DV; d++) acc[r][d] += x * iv[d];
+            }
+        }
+        for (int r = 0; r < R3; r++) {
+            int64_t row = r0 + r3 + r;
+            for (int d = 0; d < DV; d++) {
+                vf out = row < b ? acc[r][d] * zs[r3 + r] - vload(item + row * DIM + d * VW) * scale : vsplat(0.0f);
+                vstore(dq + row * DIM + d * VW, out);
+            }
+        }
+    }
+}
+
+/* 3b. di_j += sum_r E[r][j] qv_r over the block's rows in order, JB columns at a time
+ * (JB * DV independent accumulators, so the RB-long chain of additions into each one
+ * does not stall the FMA units); then the onehot part, di_r -= scale q_r. */
+static inline void block_di(int64_t b, int64_t bp, const float *q, int64_t r0, float scale, const float *work,
+                            int64_t ws, const float *qv, float *di)
+{
+    for (int64_t j = 0; j < bp; j += JB) {
+        vf dv[JB][DV];
+        for (int c = 0; c < JB; c++)
+            for (int d = 0; d < DV; d++) dv[c][d] = vload(di + (j + c) * DIM + d * VW);
+        for (int r = 0; r < RB; r++) {
+            const float *e = work + r * ws + j;
+            vf qr[DV];
+            for (int d = 0; d < DV; d++) qr[d] = vload(qv + r * DIM + d * VW);
+            for (int c = 0; c < JB; c++)
+                for (int d = 0; d < DV; d++) dv[c][d] += e[c] * qr[d];
+        }
+        for (int c = 0; c < JB; c++)
+            for (int d = 0; d < DV; d++) vstore(di + (j + c) * DIM + d * VW, dv[c][d]);
+    }
     for (int r = 0; r < RB; r++) {
         int64_t row = r0 + r;
-        if (row >= b) {
-            for (int d = 0; d < DV; d++) vstore(dq + row * DIM + d * VW, vsplat(0.0f));
-            continue;
-        }
-        for (int d = 0; d < DV; d++) {
-            vf ir = vload(item + row * DIM + d * VW);
-            vf qr = vload(q + row * DIM + d * VW);
-            vstore(dq + row * DIM + d * VW, acc[r][d] * zs[r] - ir * scale);
-            vstore(di + row * DIM + d * VW, vload(di + row * DIM + d * VW) - qr * scale);
-        }
+        if (row >= b) continue;
+        for (int d = 0; d < DV; d++)
+            vstore(di + row * DIM + d * VW, vload(di + row * DIM + d * VW) - vload(q + row * DIM + d * VW) * scale);
     }
 }
 
@@ -172,65 +280,16 @@ double hmrec_softmax_loss_rows(
     const int32_t *keys, const uint8_t *has_hit, int64_t row_start, int64_t row_stop, float scale,
     float *dq, float *di, float *work)
 {
-    const int64_t nv = bp / VW;
-    const int64_t ws = bp + VW; /* row stride of the scratch: not a multiple of 4 KB */
+    const int64_t ws = bp + TW; /* row stride of the scratch: not a multiple of 4 KB */
     double loss = 0.0;
+    float qv[RB * DIM], zs[RB];
+    vf mv[RB];
     memset(di, 0, sizeof(float) * (size_t)bp * DIM);
     for (int64_t r0 = row_start; r0 < row_stop; r0 += RB) {
-        /* 1. logits of RB rows, L[r][j] = bias_j + q_r . i_j, and each row's max */
-        vf mv[RB];
-        for (int r = 0; r < RB; r++) mv[r] = vsplat(-INFINITY);
-        for (int64_t jv = 0; jv < nv; jv += 2) { /* two column tiles: 2 loads feed 2 * RB FMAs */
-            const float *t0 = item_tiles + jv * DIM * VW, *t1 = t0 + DIM * VW;
-            vf a0[RB], a1[RB];
-            vf b0 = vload(bias + jv * VW), b1 = vload(bias + jv * VW + VW);
-            for (int r = 0; r < RB; r++) { a0[r] = b0; a1[r] = b1; }
-            for (int k = 0; k < DIM; k++) {
-                vf c0 = vload(t0 + k * VW), c1 = vload(t1 + k * VW);
-                for (int r = 0; r < RB; r++) {
-                    float x = q[(r0 + r) * DIM + k];
-                    a0[r] += x * c0;
-                    a1[r] += x * c1;
-                }
-            }
-            for (int r = 0; r < RB; r++) {
-                vstore(work + r * ws + jv * VW, a0[r]);
-                vstore(work + r * ws + jv * VW + VW, a1[r]);
-                vi g01 = a0[r] > a1[r];
-                vf hi = (vf)(((vi)a0[r] & g01) | ((vi)a1[r] & ~g01));
-                vi gt = hi > mv[r];
-                mv[r] = (vf)(((vi)hi & gt) | ((vi)mv[r] & ~gt));
-            }
-        }
-        /* 2. per row: hits, max, E = exp(L - max) in place, z = sum E */
-        vf qv[RB][DV];
-        float zs[RB];
-        loss += rows_softmax(b, bp, q, keys, has_hit, r0, scale, mv, work, qv, zs);
-        /* 3. dq_r = sum_j G[r][j] i_j ; di_j += sum_r G[r][j] q_r, JB columns at a time
-         * (the JB d_item chains are independent, so the RB-long chain of additions into
-         * each one does not stall the FMA units) */
-        vf acc[RB][DV];
-        for (int r = 0; r < RB; r++)
-            for (int d = 0; d < DV; d++) acc[r][d] = vsplat(0.0f);
-        for (int64_t j = 0; j < bp; j += JB) {
-            vf iv[JB][DV], dv[JB][DV];
-            for (int c = 0; c < JB; c++)
-                for (int d = 0; d < DV; d++) {
-                    iv[c][d] = vload(item + (j + c) * DIM + d * VW);
-                    dv[c][d] = vload(di + (j + c) * DIM + d * VW);
-                }
-            for (int r = 0; r < RB; r++) {
-                const float *e = work + r * ws + j;
-                for (int c = 0; c < JB; c++)
-                    for (int d = 0; d < DV; d++) {
-                        acc[r][d] += e[c] * iv[c][d];
-                        dv[c][d] += e[c] * qv[r][d];
-                    }
-            }
-            for (int c = 0; c < JB; c++)
-                for (int d = 0; d < DV; d++) vstore(di + (j + c) * DIM + d * VW, dv[c][d]);
-        }
-        rows_finish(b, q, item, r0, scale, acc, zs, dq, di);
+        block_logits(bp, q, item_tiles, bias, r0, work, ws, mv);
+        loss += rows_softmax(b, bp, q, keys, has_hit, r0, scale, mv, work, ws, qv, zs);
+        block_dq(b, bp, q, item, r0, scale, work, ws, zs, dq);
+        block_di(b, bp, q, r0, scale, work, ws, qv, di);
     }
     return loss;
 }
