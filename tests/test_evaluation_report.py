@@ -4,6 +4,7 @@ import datetime as dt
 import json
 
 import polars as pl
+import pytest
 
 from hmrec.evaluation import build_examples, read_report_inputs, write_report
 
@@ -116,3 +117,46 @@ def test_per_epoch_records_are_plotted_like_a_dict_of_lists(tmp_path):
     }
     index = write_report(tmp_path / "r", training_histories={"two_tower": records})
     assert (index.parent / "training_two_tower.png").read_bytes()[:8] == PNG_MAGIC
+
+
+INTERVALS = {
+    "popularity": {"map_at_12": [0.008, 0.012], "recall_at_12": [0.045, 0.055], "ndcg_at_12": [0.015, 0.025],
+                   "recall_at_100": [0.19, 0.21]},
+    "pipeline": {"map_at_12": [0.025, 0.035], "recall_at_12": [0.035, 0.045], "ndcg_at_12": [0.045, 0.055]},
+}
+DIFFERENCES = {"popularity": {"map_at_12": {"diff": 0.02, "ci95": [0.014, 0.026]},
+                              "recall_at_12": {"diff": -0.01, "ci95": [-0.017, 0.003]}}}
+
+
+def test_report_shows_intervals_customer_count_and_paired_differences(tmp_path):
+    index = write_report(tmp_path / "ci", metrics=METRICS, intervals=INTERVALS, differences=DIFFERENCES,
+                         n_customers=12_345)
+    page = index.read_text()
+    assert "Metrics on the test week (12,345 customers)" in page
+    assert '<td class="best">0.0300<span class="ci">[0.0250, 0.0350]</span></td>' in page
+    assert '<td>0.0100<span class="ci">[0.0080, 0.0120]</span></td>' in page
+    # the difference whose interval is above 0 is marked better; the one including 0 is not
+    assert '<td class="better">+0.0200<span class="ci">[0.0140, 0.0260]</span></td>' in page
+    assert '<td>-0.0100<span class="ci">[-0.0170, 0.0030]</span></td>' in page
+    assert "MAP@12 (12,345 customers): pipeline beats popularity" in page
+    # error bars change the chart
+    plain = write_report(tmp_path / "plain", metrics=METRICS)
+    assert (index.parent / "metrics.png").read_bytes() != (plain.parent / "metrics.png").read_bytes()
+    assert "Paired differences" not in plain.read_text()
+
+
+def test_error_bars_are_the_distances_to_the_interval_bounds():
+    from hmrec.evaluation.report import _error_bars
+
+    below, above = _error_bars([0.03, 0.01, 0.2], [[0.025, 0.035], None, [0.21, 0.3]])
+    assert below == pytest.approx([0.005, 0.0, 0.0]) and above == pytest.approx([0.005, 0.0, 0.1])
+
+
+def test_read_report_inputs_carries_intervals_to_the_report(tmp_path):
+    doc = {"step": "evaluate", "metrics": METRICS, "intervals": INTERVALS, "differences": DIFFERENCES,
+           "n_customers": 321, "reference": "pipeline"}
+    (tmp_path / "evaluate.json").write_text(json.dumps(doc))
+    found = read_report_inputs(tmp_path)
+    assert found["intervals"] == INTERVALS and found["differences"] == DIFFERENCES and found["n_customers"] == 321
+    page = write_report(tmp_path / "report", **found).read_text()
+    assert "(321 customers)" in page and '<span class="ci">[0.0080, 0.0120]</span>' in page

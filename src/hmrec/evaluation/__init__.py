@@ -1,5 +1,6 @@
 """Offline evaluation: the test-week split, baselines, the harness that scores every
-system side by side (evaluate.json), and the HTML report with charts."""
+system side by side (evaluate.json, with bootstrap intervals and paired differences),
+and the HTML report with charts."""
 
 from hmrec.evaluation.baselines import (
     BASELINES,
@@ -22,6 +23,7 @@ from hmrec.evaluation.evaluate import (
     run_evaluation,
     write_evaluation,
 )
+from hmrec.evaluation.intervals import bootstrap_interval, paired_difference, summary_line
 from hmrec.evaluation.metrics import candidate_scores, list_scores, recall_at_k
 from hmrec.evaluation.report import (
     REPORT_DIR,
@@ -49,17 +51,20 @@ __all__ = [
     "RepurchasePopularityBaseline",
     "System",
     "as_system",
+    "bootstrap_interval",
     "build_examples",
     "candidate_scores",
     "evaluate_systems",
     "fit_baselines",
     "list_scores",
+    "paired_difference",
     "pick_examples",
     "popularity_ranking",
     "read_report_inputs",
     "recall_at_k",
     "run_evaluation",
     "split_test_week",
+    "summary_line",
     "write_evaluation",
     "write_evaluation_report",
     "write_report",

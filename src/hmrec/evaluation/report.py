@@ -6,8 +6,10 @@ its PNGs can be quoted in the README. Each section is optional: when its input i
 missing the section is left out and listed as "not available", never an error, so a
 partial run (e.g. baselines only) still gets a report.
 
-Sections: metric table (systems x metrics, best value per metric highlighted, and a
-bar chart), training curves (loss per epoch, train vs validation), Recall@K curves of
+Sections: metric table (systems x metrics, best value per metric highlighted, each
+with its 95% bootstrap interval over the evaluated customers, and a bar chart with the
+intervals as error bars; the pipeline's paired differences to every other system, and
+the customer count), training curves (loss per epoch, train vs validation), Recall@K curves of
 the candidate generators, ranking feature importance, and example customers (recent
 purchases with article attributes, then each system's list; test-week hits marked).
 """
@@ -30,6 +32,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
 from hmrec.evaluation.evaluate import EvaluationResult
+from hmrec.evaluation.intervals import summary_line, verdict
 from hmrec.evaluation.split import EvaluationSplit
 from hmrec.ranking.trainer import plot_feature_importance
 
@@ -49,7 +52,8 @@ body{font-family:-apple-system,Segoe UI,Helvetica,Arial,sans-serif;margin:2em au
 h1{font-size:1.6em}h2{border-bottom:1px solid #ccc;padding-bottom:.2em;margin-top:2em}
 table{border-collapse:collapse;margin:.5em 0 1em}th,td{border:1px solid #ddd;padding:.3em .6em;text-align:right}
 th{background:#f3f3f3}td.name,th.name{text-align:left}td.best{background:#d9f2d9;font-weight:bold}
-td.hit{background:#d9f2d9}img{max-width:100%;border:1px solid #eee}.muted{color:#777}
+td.hit{background:#d9f2d9}.ci{display:block;font-size:.8em;color:#777;font-weight:normal}
+td.better{background:#d9f2d9}td.worse{background:#f6dada}img{max-width:100%;border:1px solid #eee}.muted{color:#777}
 .example{margin-bottom:2em}.lists{display:flex;flex-wrap:wrap;gap:1em}.lists table{font-size:.85em}
 """
 
@@ -130,8 +134,19 @@ def _metric_names(metrics: Mapping[str, Mapping[str, float]]) -> list[str]:
     return [m for m in METRIC_ORDER if m in present] + sorted(present - set(METRIC_ORDER))
 
 
-def plot_metrics(metrics: Mapping[str, Mapping[str, float]], path: Path) -> Path:
-    """Grouped bars: one group per metric, one bar per system."""
+def _error_bars(values: Sequence[float], bounds: Sequence[Sequence[float] | None]) -> list[list[float]]:
+    """matplotlib's asymmetric yerr ([below], [above]) from [lo, hi] intervals; 0 where none."""
+    below, above = [], []
+    for v, b in zip(values, bounds, strict=True):
+        below.append(max(0.0, v - float(b[0])) if b else 0.0)
+        above.append(max(0.0, float(b[1]) - v) if b else 0.0)
+    return [below, above]
+
+
+def plot_metrics(metrics: Mapping[str, Mapping[str, float]], path: Path,
+                 intervals: Mapping[str, Mapping[str, Sequence[float]]] | None = None,
+                 n_customers: int | None = None) -> Path:
+    """Grouped bars: one group per metric, one bar per system; 95% intervals as error bars."""
     names = _metric_names(metrics)
     systems = list(metrics)
     fig = Figure(figsize=(max(6.0, 1.6 * len(names) + 2), 4.0))
@@ -139,10 +154,20 @@ def plot_metrics(metrics: Mapping[str, Mapping[str, float]], path: Path) -> Path
     width = 0.8 / max(1, len(systems))
     for i, system in enumerate(systems):
         xs = [j + (i - (len(systems) - 1) / 2) * width for j in range(len(names))]
-        ax.bar(xs, [float(metrics[system].get(m, 0.0) or 0.0) for m in names], width, label=system)
+        values = [float(metrics[system].get(m, 0.0) or 0.0) for m in names]
+        ax.bar(xs, values, width, label=system)
+        bounds = [(intervals or {}).get(system, {}).get(m) for m in names]
+        with_bounds = [j for j, b in enumerate(bounds) if b]
+        if with_bounds:  # error bars only where there is an interval (not on the pooled reachable share)
+            pick = lambda seq: [seq[j] for j in with_bounds]  # noqa: E731
+            ax.errorbar(pick(xs), pick(values), yerr=_error_bars(pick(values), pick(bounds)), fmt="none",
+                        ecolor="black", elinewidth=0.8, capsize=2)
     ax.set_xticks(range(len(names)), names)
     ax.set_ylabel("value")
-    ax.set_title("Test week: systems side by side")
+    title = "Test week: systems side by side"
+    if intervals:
+        title += " (95% intervals" + (f", {n_customers:,} customers)" if n_customers else ")")
+    ax.set_title(title)
     ax.legend(fontsize="small")
     return _save(fig, path)
 
@@ -217,7 +242,14 @@ def _fmt(value: Any) -> str:
     return html.escape(str(value))
 
 
-def _metric_table(metrics: Mapping[str, Mapping[str, float]]) -> str:
+def _interval_html(bounds: Sequence[float] | None) -> str:
+    if not bounds:
+        return ""
+    return f'<span class="ci">[{float(bounds[0]):.4f}, {float(bounds[1]):.4f}]</span>'
+
+
+def _metric_table(metrics: Mapping[str, Mapping[str, float]],
+                  intervals: Mapping[str, Mapping[str, Sequence[float]]] | None = None) -> str:
     names = _metric_names(metrics)
     best = {}
     for m in names:
@@ -233,9 +265,30 @@ def _metric_table(metrics: Mapping[str, Mapping[str, float]]) -> str:
                 cells.append('<td class="muted">–</td>')
             else:
                 cls = ' class="best"' if best[m] is not None and v == best[m] else ""
-                cells.append(f"<td{cls}>{_fmt(v)}</td>")
+                ci = _interval_html((intervals or {}).get(system, {}).get(m))
+                cells.append(f"<td{cls}>{_fmt(v)}{ci}</td>")
         rows.append(f'<tr><td class="name">{html.escape(system)}</td>{"".join(cells)}</tr>')
     return f'<table><tr><th class="name">system</th>{head}</tr>{"".join(rows)}</table>'
+
+
+def _differences_table(differences: Mapping[str, Mapping[str, Mapping[str, Any]]], reference: str) -> str:
+    """Rows: the other systems; cells: reference - system with its paired 95% interval,
+    green when the interval is above 0, red when below, plain when it includes 0."""
+    present = {m for by_metric in differences.values() for m in by_metric}
+    names = [m for m in METRIC_ORDER if m in present] + sorted(present - set(METRIC_ORDER))
+    head = "".join(f"<th>{html.escape(m)}</th>" for m in names)
+    rows = []
+    for system, by_metric in differences.items():
+        cells = []
+        for m in names:
+            d = by_metric.get(m)
+            if d is None:
+                cells.append('<td class="muted">–</td>')
+                continue
+            cls = {"better": ' class="better"', "worse": ' class="worse"'}.get(verdict(d), "")
+            cells.append(f"<td{cls}>{float(d['diff']):+.4f}{_interval_html(d['ci95'])}</td>")
+        rows.append(f'<tr><td class="name">{html.escape(reference)} − {html.escape(system)}</td>{"".join(cells)}</tr>')
+    return f'<table><tr><th class="name">paired difference</th>{head}</tr>{"".join(rows)}</table>'
 
 
 def _rows_table(rows: list[dict[str, Any]], hits: set[str] | None = None, title: str | None = None) -> str:
@@ -279,6 +332,10 @@ def write_report(
     examples: Sequence[CustomerExample] | None = None,
     title: str = "hmrec: offline evaluation",
     context: Mapping[str, Any] | None = None,
+    intervals: Mapping[str, Mapping[str, Sequence[float]]] | None = None,
+    differences: Mapping[str, Mapping[str, Mapping[str, Any]]] | None = None,
+    n_customers: int | None = None,
+    reference: str = "pipeline",
 ) -> Path:
     """Write <out_dir>/index.html and the PNGs for the sections whose input is given; returns index.html.
 
@@ -286,7 +343,10 @@ def write_report(
     "train_total_loss": [...], "val_total_loss": [...], ...}); a single history dict
     (one with an "epoch" key) is accepted too, and so are per-epoch records
     ([{"epoch": 1, "train_total_loss": ..., ...}, ...], the retrieval trainer's form). `context` adds key/value lines at the top
-    (test window, number of customers, ...). The page is written last, atomically.
+    (test window, number of customers, ...). `intervals` (system -> metric -> [lo, hi]) and
+    `differences` (system -> metric -> {"diff", "ci95"}: `reference` minus that system) are
+    evaluate.json's; `n_customers` is how many customers they resample. The page is
+    written last, atomically.
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -294,13 +354,32 @@ def write_report(
     missing: list[str] = []
 
     if metrics:
-        plot_metrics(metrics, out / METRICS_PNG)
+        plot_metrics(metrics, out / METRICS_PNG, intervals, n_customers)
+        who = f" ({n_customers:,} customers)" if n_customers is not None else ""
+        noise = ""
+        if intervals:
+            count = f"{n_customers:,} " if n_customers is not None else ""
+            noise = (f"Beneath each value: its 95% bootstrap interval over the {count}"
+                     "evaluated customers (percentile bootstrap, customers resampled with replacement); "
+                     "the value would likely fall in about that range for another sample of as many customers. ")
         sections.append(
-            f"<h2>Metrics on the test week</h2>{_metric_table(metrics)}"
-            f'<p class="muted">Best value per metric highlighted. MAP@12 is the Kaggle definition; '
-            f"Recall@100 and the reachable share are for candidate generators.</p>"
+            f"<h2>Metrics on the test week{html.escape(who)}</h2>{_metric_table(metrics, intervals)}"
+            f'<p class="muted">Best value per metric highlighted. {html.escape(noise)}MAP@12 is the Kaggle '
+            f"definition; Recall@100 and the reachable share are for candidate generators.</p>"
             f'<img src="{METRICS_PNG}" alt="metrics chart">'
         )
+        if differences:
+            verdict_line = summary_line(
+                {s: d for s, d in differences.items() if not s.startswith(f"{reference}_")},
+                "map_at_12", reference=reference, n_customers=n_customers, label="MAP@12")
+            sections.append(
+                f"<h2>Is {html.escape(reference)} better? Paired differences</h2>"
+                f"<p>{html.escape(verdict_line)}</p>{_differences_table(differences, reference)}"
+                f'<p class="muted">{html.escape(reference)} minus each system, with the 95% interval of the '
+                "difference (the same resampled customers for both systems). Green: the whole interval is "
+                "above 0; red: below 0; plain: it includes 0, so this test week cannot tell the two "
+                "apart at this sample size.</p>"
+            )
     else:
         missing.append("metric table")
 
@@ -381,6 +460,13 @@ def read_report_inputs(reports_dir: Path | str) -> dict[str, Any]:
     if (ev := load("evaluate.json")) is not None:
         if ev.get("metrics"):
             found["metrics"] = ev["metrics"]
+        for key in ("intervals", "differences"):
+            if ev.get(key):
+                found[key] = ev[key]
+        if isinstance(ev.get("n_customers"), int):
+            found["n_customers"] = ev["n_customers"]
+        if ev.get("reference"):
+            found["reference"] = ev["reference"]
         if ev.get("recall_curves"):
             found["recall_curves"] = ev["recall_curves"]
     if (rk := load("ranking.json")) is not None and rk.get("feature_importance"):
@@ -421,6 +507,10 @@ def write_evaluation_report(
         recall_curves=result.recall_curves or found.get("recall_curves"),
         feature_importance=feature_importance or found.get("feature_importance"),
         examples=examples,
+        intervals=result.intervals,
+        differences=result.differences,
+        n_customers=result.n_customers,
+        reference=result.reference,
         context={
             "test week": f"{result.test_start} .. {result.test_end} (end exclusive)",
             "customers evaluated (bought in the test week)": result.n_customers,
