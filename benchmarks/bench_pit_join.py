@@ -5,16 +5,19 @@ order like the raw file) are joined as of their day against a time-versioned
 customer feature table (customer id, as-of day, 3 features). Both are feature groups
 in a fresh store; the join is `labels.select(...).join(features.select(...), on=...)`.
 
-For comparison (DESIGN.md section 5, string ids): Polars 2.2 s / 1.5 GB and DuckDB
+For comparison (string ids): Polars 2.2 s / 1.5 GB and DuckDB
 2.6 s / 1.5 GB at 1M label rows; 30-36 s / 10.8 GB at 30M; Feast 25 s / 9.5 GB at 1M.
 
 Usage:
     python benchmarks/bench_pit_join.py                   # 1M label rows
     python benchmarks/bench_pit_join.py --sizes 1000000 30000000
     python benchmarks/bench_pit_join.py --feature-rows 5000000
+    python benchmarks/bench_pit_join.py --sizes 100000 --results /tmp/pit_check.json
 
-Each size runs in its own process, so each peak RSS is that size's alone. Figures
-are printed and written to benchmarks/results/bench_pit_join.json.
+Each size runs in its own process, so each peak RSS is that size's alone (each run
+also records the 1-minute load average at its start). Figures are printed and written
+to benchmarks/results/bench_pit_join.json (or --results), with the machine block
+(benchmarks/machine.py) around all the runs.
 """
 
 from __future__ import annotations
@@ -22,7 +25,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import subprocess
 import sys
 import tempfile
@@ -31,8 +33,8 @@ import time
 from pathlib import Path
 
 import psutil
+from machine import RESULTS, Run, describe, write_result
 
-RESULTS = Path(__file__).resolve().parent / "results"
 N_CUSTOMERS = 1_371_980
 N_DAYS = 734  # 2018-09-20 .. 2020-09-22
 
@@ -96,7 +98,8 @@ def worker(n_labels: int, n_features: int, seed: int) -> dict:
         .unique(["customer_id", "as_of"])
     )
     # CPU seconds are reported too: on a shared machine wall time depends on the load.
-    out: dict = {"label_rows": n_labels, "feature_rows": feats.height, "load_average_1m": os.getloadavg()[0]}
+    out: dict = {"label_rows": n_labels, "feature_rows": feats.height,
+                 "load_average_1m": round(os.getloadavg()[0], 2)}
     with tempfile.TemporaryDirectory(prefix="bench_pit_") as tmp:
         fs = FeatureStore(Path(tmp))
         tx = fs.get_or_create_feature_group("tx", primary_key=["tx_id"], event_time="t_dat")
@@ -127,6 +130,8 @@ def main() -> None:
     parser.add_argument("--sizes", type=int, nargs="+", default=[1_000_000], help="label rows per run")
     parser.add_argument("--feature-rows", type=int, default=None, help="feature rows (default: = label rows)")
     parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument("--results", type=Path, default=None,
+                        help="results file (default: benchmarks/results/bench_pit_join.json)")
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
 
@@ -136,28 +141,29 @@ def main() -> None:
         return
 
     runs = []
-    for n in args.sizes:
-        cmd = [sys.executable, __file__, "--worker", "--sizes", str(n), "--seed", str(args.seed)]
-        if args.feature_rows:
-            cmd += ["--feature-rows", str(args.feature_rows)]
-        proc = subprocess.run(cmd, check=True, capture_output=True, text=True)
-        result = json.loads(proc.stdout.strip().splitlines()[-1])
-        runs.append(result)
-        print(
-            f"PIT join {result['label_rows']:>11,} labels x {result['feature_rows']:>11,} feature rows: "
-            f"{result['join_seconds']:6.2f} s ({result['join_cpu_seconds']:.1f} s CPU), peak RSS {result['join_peak_rss_mb']:>6,} MB "
-            f"(insert both groups {result['insert_seconds']:.1f} s; {result['matched_share']:.0%} matched; "
-            f"load {result['load_average_1m']:.1f})"
-        )
-    RESULTS.mkdir(parents=True, exist_ok=True)
+    with Run(isolate=True) as run:
+        for n in args.sizes:
+            cmd = [sys.executable, __file__, "--worker", "--sizes", str(n), "--seed", str(args.seed)]
+            if args.feature_rows:
+                cmd += ["--feature-rows", str(args.feature_rows)]
+            proc = subprocess.run(cmd, check=True, capture_output=True, text=True)
+            result = json.loads(proc.stdout.strip().splitlines()[-1])
+            runs.append(result)
+            print(
+                f"PIT join {result['label_rows']:>11,} labels x {result['feature_rows']:>11,} feature rows: "
+                f"{result['join_seconds']:6.2f} s ({result['join_cpu_seconds']:.1f} s CPU), "
+                f"peak RSS {result['join_peak_rss_mb']:>6,} MB "
+                f"(insert both groups {result['insert_seconds']:.1f} s; {result['matched_share']:.0%} matched; "
+                f"load {result['load_average_1m']:.1f})"
+            )
     payload = {
         "benchmark": "pit_join",
-        "machine": {"cpus": psutil.cpu_count(), "ram_gb": round(psutil.virtual_memory().total / 2**30, 1),
-                    "python": platform.python_version()},
+        "ram_gb": round(psutil.virtual_memory().total / 2**30, 1),
         "runs": runs,
     }
-    (RESULTS / "bench_pit_join.json").write_text(json.dumps(payload, indent=2) + "\n")
-    print(f"written {RESULTS / 'bench_pit_join.json'}")
+    path = write_result(args.results or RESULTS / "bench_pit_join.json", payload, run)
+    print(f"written {path}")
+    print(describe(run))
 
 
 if __name__ == "__main__":
