@@ -1,4 +1,4 @@
-"""Baselines every number of the pipeline is printed next to (DESIGN.md section 4).
+"""Baselines every number of the pipeline is printed next to.
 
 Why these four: on H&M data the hard-to-beat answers are "what sells now" (global
 popularity of the last week), "what sells now to people like you" (popularity by age

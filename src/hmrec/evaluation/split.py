@@ -1,4 +1,4 @@
-"""The evaluation split: the test week and the history before it (DESIGN.md section 4).
+"""The evaluation split: the test week and the history before it.
 
 Why a module of its own: every system (baselines, two-tower, the 4-stage pipeline)
 must be measured on the same customers and the same purchases, and must never see
