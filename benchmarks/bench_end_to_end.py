@@ -5,6 +5,7 @@ Usage:
     python benchmarks/bench_end_to_end.py --size MEDIUM
     flock /tmp/hmrec_bench.lock python benchmarks/bench_end_to_end.py --data-dir /tmp/hmrec_full_data
     python benchmarks/bench_end_to_end.py --data-dir /tmp/hmrec_full_data --home H --from evaluate
+    python benchmarks/bench_end_to_end.py --size SMALL --results /tmp/e2e_check.json   # figures elsewhere
 
 It calls ``hmrec.pipelines.run.run_all`` (what ``hmrec run`` calls) with a step hook, so
 every step is measured where it runs, in this process:
@@ -19,7 +20,9 @@ every step is measured where it runs, in this process:
 a fresh folder under /tmp (kept afterwards, so ``--from STEP`` can re-measure the later
 steps on the stores a full run left). Sub-step seconds are copied from the reports the
 steps write (features.json, retrieval.json, ranking.json, evaluate.json). Results are
-printed and written to benchmarks/results/end_to_end_<label>.json.
+printed and written to benchmarks/results/end_to_end_<label>.json (or --results), also
+when a step fails, with the machine block (benchmarks/machine.py: load average and
+yardstick before and after the whole run; the yardstick runs in a child process).
 """
 
 from __future__ import annotations
@@ -27,8 +30,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
-import resource
 import shutil
 import sys
 import threading
@@ -38,8 +39,8 @@ from pathlib import Path
 from typing import Iterator
 
 import psutil
+from machine import RESULTS, Run, describe, peak_rss_mb, write_result
 
-RESULTS = Path(__file__).resolve().parent / "results"
 CLEAR_REFS = Path("/proc/self/clear_refs")
 
 
@@ -175,6 +176,8 @@ def main() -> None:
                         help="JSON {step: figures} measured by an earlier run of the skipped steps, "
                         "copied into the results as such (marked 'from_earlier_run')")
     parser.add_argument("--seed", type=int, default=None)
+    parser.add_argument("--results", type=Path, default=None,
+                        help="results file (default: benchmarks/results/end_to_end_<label>.json)")
     args = parser.parse_args()
 
     size = args.size or ("FULL" if args.data_dir is not None else "SMALL")
@@ -193,16 +196,20 @@ def main() -> None:
     settings = make_settings(home, args.data_dir, CUSTOMER_DATA_SIZE=CustomerDataSize(size), SEED=args.seed)
     console = Console(stderr=True, width=150)
     meter = Meter()
-    load_start = os.getloadavg()
-    t0 = time.perf_counter()
-    error = None
+    run = Run(isolate=True)
+    error, t0, t_end = None, None, None
     try:
-        run_all(settings, console, step_hook=meter, from_step=args.from_step)
+        with run:
+            t0 = time.perf_counter()
+            try:
+                run_all(settings, console, step_hook=meter, from_step=args.from_step)
+            finally:
+                t_end = time.perf_counter()  # the after-sample (load, yardstick) is not part of the run
     except BaseException as exc:  # the partial figures are the finding: write them anyway
         error = f"{type(exc).__name__}: {exc}"
         raise
     finally:
-        total = time.perf_counter() - t0
+        total = (t_end - t0) if t0 is not None and t_end is not None else 0.0
         meter.close()
         steps = dict(meter.steps)
         earlier = json.loads(args.earlier_steps.read_text()) if args.earlier_steps else {}
@@ -214,25 +221,22 @@ def main() -> None:
             "total_seconds": round(total, 1),
             "total_cpu_seconds": round(sum(s["cpu_seconds"] for s in steps.values()), 1),
             "peak_rss_gb": max((s["peak_rss_gb"] for s in steps.values()), default=None),
-            "process_peak_rss_gb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 2),
+            "process_peak_rss_gb": round(peak_rss_mb() / 1024, 2),
             "steps": steps,
             "sub_steps": _sub_steps(settings.reports_dir),
             "settings": {k: (str(v) if not isinstance(v, (int, float, bool, type(None))) else v)
                          for k, v in settings.model_dump().items() if k not in ("API_TOKEN",)},
-            "loadavg_start": [round(x, 2) for x in load_start], "loadavg_end": [round(x, 2) for x in os.getloadavg()],
-            "machine": {"cpus": os.cpu_count(), "ram_gb": round(psutil.virtual_memory().total / 2**30, 1),
-                        "python": platform.python_version()},
-            "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "ram_gb": round(psutil.virtual_memory().total / 2**30, 1),
         }
         evaluate = _read_report(settings.reports_dir, "evaluate")
         if evaluate and "evaluate" in meter.steps:
             result["headline"] = {s: {m: round(v, 4) for m, v in vals.items() if isinstance(v, (int, float))}
                                   for s, vals in evaluate["metrics"].items()}
-        RESULTS.mkdir(parents=True, exist_ok=True)
-        out = RESULTS / f"end_to_end_{label}.json"
-        out.write_text(json.dumps(result, indent=2, default=str) + "\n")
+        # settings may hold paths: through JSON as strings
+        out = write_result(args.results or RESULTS / f"end_to_end_{label}.json",
+                           json.loads(json.dumps(result, default=str)), run)
         print(f"\nend to end ({label}{', from ' + args.from_step if args.from_step != 'data' else ''}; load average at start "
-              f"{load_start[0]:.2f}){' FAILED: ' + error if error else ''}")
+              f"{run.before.get('loadavg', [float('nan')])[0]:.2f}){' FAILED: ' + error if error else ''}")
         print(f"{'step':<18}{'wall s':>9}{'CPU s':>9}{'peak GB':>9}")
         for name, s in steps.items():
             print(f"{name:<18}{s['seconds']:>9.1f}{s['cpu_seconds']:>9.1f}{s['peak_rss_gb']:>9.2f}"
@@ -240,6 +244,7 @@ def main() -> None:
         print(f"{'total':<18}{result['total_seconds']:>9.1f}{result['total_cpu_seconds']:>9.1f}"
               f"{(result['peak_rss_gb'] or 0):>9.2f}")
         print(f"written to {out}")
+        print(describe(run))
 
 
 if __name__ == "__main__":
