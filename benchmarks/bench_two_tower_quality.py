@@ -12,7 +12,7 @@ data alone; a "win" over popularity on one seed says little. Every seed generate
 fresh dataset (hmrec.data.synthetic), builds the ``retrieval`` view's columns with plain
 Polars joins (the same columns the feature store's view serves; item features come from
 the whole articles table, as in the pipeline), splits by time (last 7 days test, the 7
-before validation, the rest training; DESIGN.md section 4), trains every variant and
+before validation, the rest training), trains every variant and
 measures validation AND test. Validation picks the best epoch, so its figures are
 optimistic; the test week is untouched by training and selection.
 
@@ -20,15 +20,15 @@ A variant is a name plus Settings overrides (``NAME;KEY=VALUE;KEY=VALUE``), so w
 benchmark measures is exactly what ``hmrec train retrieval`` would do with those settings.
 Printed and written: per seed, and mean +- std over seeds of the model, popularity and
 random, plus the paired difference model - popularity (same data, so most of the data
-noise cancels). Results: benchmarks/results/two_tower_quality[_<customers>].json.
+noise cancels). Results: benchmarks/results/two_tower_quality[_<customers>].json (--out
+NAME or PATH), with the machine block (benchmarks/machine.py; its yardstick runs in a
+child process). Smallest check: --seeds 42 --variant 'short;TWO_TOWER_NUM_EPOCHS=1'
+--out /tmp/two_tower_quality_check.json.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import resource
 import statistics
 import tempfile
 import time
@@ -37,6 +37,7 @@ from datetime import timedelta
 from pathlib import Path
 
 import polars as pl
+from machine import RESULTS, Run, describe, peak_rss_mb, write_result
 
 from hmrec.config import Settings
 from hmrec.data.loader import load_raw
@@ -51,7 +52,6 @@ from hmrec.retrieval.metrics import (
     popularity_scores,
 )
 
-RESULTS = Path(__file__).resolve().parent / "results"
 SHOW = ("top_100_accuracy", "recall_at_100", "ndcg_at_12")
 SYSTEMS = ("two_tower", "popularity", "popularity_prior_window", "random")
 
@@ -183,50 +183,53 @@ def main() -> None:
     p.add_argument("--variant", action="append", default=None,
                    help=f"NAME (built-in: {', '.join(VARIANTS)}) or 'NAME;KEY=VALUE;...'; repeatable")
     p.add_argument("--threads", type=int, default=1, help="torch intra-op threads")
-    p.add_argument("--out", default=None, help="results file name (default two_tower_quality[_<customers>].json)")
+    p.add_argument("--out", default=None,
+                   help="results file: a name in benchmarks/results or a path (default two_tower_quality[_<customers>].json)")
     args = p.parse_args()
     seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
     variants = dict(parse_variant(v) for v in (args.variant or list(VARIANTS)))
     configs = {name: config_for(ov, args.threads) for name, ov in variants.items()}
-    t_start = time.perf_counter()
-    per_seed = []
-    for seed in seeds:
-        t0 = time.perf_counter()
-        with tempfile.TemporaryDirectory() as tmp:
-            generate(tmp, n_customers=args.customers, seed=seed, fmt="parquet")
-            train_df, val_df, test_df, articles = retrieval_frames(Path(tmp))
-        history = pl.concat([train_df, val_df])
-        record = {
-            "seed": seed,
-            "rows": {"train": train_df.height, "validation": val_df.height, "test": test_df.height},
-            "articles": articles.height,
-            "data_seconds": round(time.perf_counter() - t0, 1),
-            "variants": {},
-        }
-        print(f"\nseed {seed}: rows train {train_df.height:,}  validation {val_df.height:,}  "
-              f"test {test_df.height:,}  articles {articles.height:,}", flush=True)
-        for name, cfg in configs.items():
-            cfg = replace(cfg, seed=seed)
-            r = train(train_df, val_df, articles, cfg)
-            test = evaluate(r.model, test_df, history, articles, cfg)
-            r.metrics["popularity_prior_window"] = window_popularity(val_df, train_df, articles, cfg)
-            test["popularity_prior_window"] = window_popularity(test_df, history, articles, cfg)
-            record["variants"][name] = {
-                "seconds": round(r.seconds, 1),
-                "best_epoch": r.best_epoch,
-                "epochs_run": len(r.history),
-                "validation": r.metrics,
-                "test": test,
-                "val_top_100_by_epoch": [h.metrics.get("top_100_accuracy") for h in r.history],
+    with Run(isolate=True) as run:
+        t_start = time.perf_counter()
+        per_seed = []
+        for seed in seeds:
+            t0 = time.perf_counter()
+            with tempfile.TemporaryDirectory() as tmp:
+                generate(tmp, n_customers=args.customers, seed=seed, fmt="parquet")
+                train_df, val_df, test_df, articles = retrieval_frames(Path(tmp))
+            history = pl.concat([train_df, val_df])
+            record = {
+                "seed": seed,
+                "rows": {"train": train_df.height, "validation": val_df.height, "test": test_df.height},
+                "articles": articles.height,
+                "data_seconds": round(time.perf_counter() - t0, 1),
+                "variants": {},
             }
-            line = "  ".join(
-                f"{split[:4]} {m} {res['two_tower'][m]:.3f}/{res['popularity'][m]:.3f}"
-                for split, res in (("validation", r.metrics), ("test", test))
-                for m in ("top_100_accuracy", "recall_at_100")
-            )
-            print(f"  {name:12s} {r.seconds:5.1f} s  best epoch {r.best_epoch:2d}/{len(r.history):2d}  "
-                  f"model/popularity: {line}", flush=True)
-        per_seed.append(record)
+            print(f"\nseed {seed}: rows train {train_df.height:,}  validation {val_df.height:,}  "
+                  f"test {test_df.height:,}  articles {articles.height:,}", flush=True)
+            for name, cfg in configs.items():
+                cfg = replace(cfg, seed=seed)
+                r = train(train_df, val_df, articles, cfg)
+                test = evaluate(r.model, test_df, history, articles, cfg)
+                r.metrics["popularity_prior_window"] = window_popularity(val_df, train_df, articles, cfg)
+                test["popularity_prior_window"] = window_popularity(test_df, history, articles, cfg)
+                record["variants"][name] = {
+                    "seconds": round(r.seconds, 1),
+                    "best_epoch": r.best_epoch,
+                    "epochs_run": len(r.history),
+                    "validation": r.metrics,
+                    "test": test,
+                    "val_top_100_by_epoch": [h.metrics.get("top_100_accuracy") for h in r.history],
+                }
+                line = "  ".join(
+                    f"{split[:4]} {m} {res['two_tower'][m]:.3f}/{res['popularity'][m]:.3f}"
+                    for split, res in (("validation", r.metrics), ("test", test))
+                    for m in ("top_100_accuracy", "recall_at_100")
+                )
+                print(f"  {name:12s} {r.seconds:5.1f} s  best epoch {r.best_epoch:2d}/{len(r.history):2d}  "
+                      f"model/popularity: {line}", flush=True)
+            per_seed.append(record)
+        seconds = time.perf_counter() - t_start
     summary = summarise(per_seed)
     print_summary(summary)
     out = {
@@ -246,14 +249,13 @@ def main() -> None:
         },
         "summary": summary,
         "per_seed": per_seed,
-        "seconds": round(time.perf_counter() - t_start, 1),
-        "load_average": os.getloadavg(),
-        "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
+        "seconds": round(seconds, 1),
+        "peak_rss_mb": round(peak_rss_mb()),
     }
-    RESULTS.mkdir(parents=True, exist_ok=True)
     name = args.out or ("two_tower_quality.json" if args.customers == 1000 else f"two_tower_quality_{args.customers}.json")
-    (RESULTS / name).write_text(json.dumps(out, indent=2))
-    print(f"\nwritten to {RESULTS / name}")
+    path = write_result(Path(name) if Path(name).parent != Path(".") else RESULTS / name, out, run)
+    print(f"\nwritten to {path}")
+    print(describe(run))
 
 
 if __name__ == "__main__":
