@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import os
 import threading
-import time
 
 import httpx
 import numpy as np
@@ -26,6 +26,7 @@ from serving_home import (
     copy_home,
     tiny_settings,
     trained_home,
+    wait_for,
     wait_ready,
 )
 
@@ -162,6 +163,41 @@ def test_a_retried_event_is_applied_once(client, server, facts):
     again = client.post("/events", headers=AUTH, json=event).json()
     assert (first["duplicate"], again["duplicate"]) == (False, True)
     assert again["seq"] == first["seq"] and _log_lines(server.home) == lines + 1
+
+
+def test_a_retry_is_answered_from_memory_with_the_first_reply(client, server, facts):
+    """A repeated event id gets the first reply (same seq, fields, event) with duplicate
+    true, without the service reading the events log (its read counter stays put), also
+    after many other events, and also after a kill -9 (the index is rebuilt at start-up)."""
+    customer = facts["buyers"][10]
+    event = {"type": "purchase", "customer_id": customer, "article_id": facts["articles"]["article_id"][1],
+             "event_id": f"again-{customer[:8]}", "price": 0.01}
+    first = client.post("/events", headers=AUTH, json=event)
+    assert first.status_code == 200, first.text
+    for i in range(30):  # others in between: the duplicate is not simply the last one
+        assert client.post("/events", headers=AUTH, json={"type": "click", "customer_id": customer,
+                                                          "article_id": event["article_id"]}).status_code == 200
+    reads = client.get("/health").json()["event_log_reads"]
+    lines = _log_lines(server.home)
+    # the log's name is taken away while the retries are answered: a reply that read the
+    # file by name would not find the event (the server's open descriptor keeps the inode)
+    path = server.home / "store" / "events" / "events.jsonl"
+    moved = path.with_name("events.jsonl.moved")
+    os.replace(path, moved)
+    try:
+        for _ in range(3):
+            again = client.post("/events", headers=AUTH, json=event)
+            assert again.status_code == 200
+            assert again.json() == {**first.json(), "duplicate": True}
+    finally:
+        os.replace(moved, path)
+    assert client.get("/health").json()["event_log_reads"] == reads  # answered without reading the log
+    assert _log_lines(server.home) == lines
+    server.kill9()
+    server.start()
+    after = client.post("/events", headers=AUTH, json=event)
+    assert after.json() == {**first.json(), "duplicate": True}
+    assert _log_lines(server.home) == lines
 
 
 def test_a_click_is_recorded_but_changes_nothing(client, server, facts):
@@ -339,11 +375,8 @@ def test_hot_reload_swaps_the_champion_without_dropping_requests(home, facts, tm
         worker.start()
         r = httpx.post(f"{srv.url}/admin/reload", headers=AUTH, timeout=60)
         assert r.status_code == 202 and r.json()["status"] == "reloading"
-        while True:
-            health = httpx.get(f"{srv.url}/health", timeout=60).json()
-            if not health["reloading"]:
-                break
-            time.sleep(0.05)
+        health = wait_for(lambda: (h := httpx.get(f"{srv.url}/health", timeout=60).json())["reloads"] == 1
+                          and not h["reloading"] and h, "the reload to complete (/health reloads == 1)")
         stop.set()
         worker.join()
         assert health["models"]["ranking_model"] == int(v2.version) == 2 and health["error"] is None
@@ -372,20 +405,16 @@ def test_two_workers_share_events_and_reload_together(home, facts, tmp_path):
         dup = httpx.post(f"{b.url}/events", headers=AUTH, timeout=60,
                          json={"type": "purchase", "customer_id": customer, "article_id": top, "event_id": "one"})
         assert dup.json()["duplicate"] is True and _log_lines(settings.HOME_DIR) == 1
-        before = httpx.get(f"{b.url}/health").json()["loaded_at"]
+        before = httpx.get(f"{b.url}/health").json()
+        assert before["reloads"] == 0
         assert httpx.post(f"{a.url}/admin/reload", headers=AUTH).status_code == 202
-        seen = False  # b notices the broadcast within a few of its own requests
-        for _ in range(100):
-            seen = seen or httpx.get(f"{b.url}/health").json()["reloading"]
-            if seen:
-                break
-            time.sleep(0.05)
-        assert seen
+        # b notices the broadcast on one of its own requests (here: /health) and reloads;
+        # its completed-reloads counter says so, however short the reload was
         for srv in (a, b):
-            while (health := httpx.get(f"{srv.url}/health").json())["reloading"]:
-                time.sleep(0.05)
+            health = wait_for(lambda srv=srv: (h := httpx.get(f"{srv.url}/health").json())["reloads"] == 1
+                              and not h["reloading"] and h, f"{srv.url} to complete the broadcast reload")
             assert health["error"] is None and health["events_replayed"] == 1
-        assert httpx.get(f"{b.url}/health").json()["loaded_at"] >= before
+        assert httpx.get(f"{b.url}/health").json()["loaded_at"] >= before["loaded_at"]
         assert top not in _ids(httpx.get(f"{b.url}/recommendations/{customer}", timeout=60))
     finally:
         a.stop()

@@ -130,3 +130,24 @@ def test_unknown_event_type_is_refused_before_writing(tmp_path):
     with pytest.raises(ValueError, match="event type must be one of"):
         log.append("refund", C1, "0108775015", DAY)
     assert read_events(tmp_path) == []
+
+
+def test_a_repeated_id_is_answered_from_memory_and_the_index_survives_a_reopen(tmp_path):
+    """The reply to a retry comes from the in-memory index (the log's read counter does not
+    move); a new EventLog on the same file (a restart) rebuilds it with one read."""
+    log = EventLog(tmp_path)
+    log.open()
+    for i in range(2000):
+        log.append("click" if i % 2 else "purchase", C1 if i % 3 else C2, "0108775015", DAY, event_id=f"id-{i}")
+    reads = log.reads
+    written, others = log.append("click", C1, "0108775015", DAY, event_id="id-17")
+    assert written is None and others == []
+    found = log.find("id-17")
+    assert (found.seq, found.type, found.customer_id, found.event_id) == (18, "click", C1, "id-17")
+    assert log.reads == reads  # nothing was read to answer it
+    assert log.find("never-sent") is None
+    again = EventLog(tmp_path)
+    assert len(again.open()) == 2000 and again.reads == 1
+    assert again.find("id-17") == found and again.last_seq == 2000
+    assert again.append("click", C1, "0108775015", DAY, event_id="id-1999")[0] is None
+    assert [e.event_id for e in again.read_known()] == [f"id-{i}" for i in range(2000)]
