@@ -123,6 +123,21 @@ def wait_ready(base_url: str, timeout_s: float = 300.0, proc: subprocess.Popen |
     raise TimeoutError(f"{base_url} not ready: {last!r}")
 
 
+def wait_for(check, what: str, timeout_s: float = 300.0, every_s: float = 0.05):
+    """Call `check()` until it returns something truthy and return that; after `timeout_s`
+    fail naming `what` was waited for and the last value seen. Every poll loop in the
+    serving tests goes through here, so none can hang."""
+    deadline = time.monotonic() + timeout_s
+    last = None
+    while True:
+        last = check()
+        if last:
+            return last
+        if time.monotonic() > deadline:
+            raise AssertionError(f"waited {timeout_s:.0f} s for {what}; last seen: {last!r}")
+        time.sleep(every_s)
+
+
 class ServerProcess:
     """`serve(Settings())` in a child process, configured through the environment."""
 
@@ -169,9 +184,10 @@ class ServerThread:
 
     def start(self, ready: bool = True) -> ServerThread:
         self.thread.start()
-        deadline = time.monotonic() + 60
-        while not self.server.started and time.monotonic() < deadline:
-            time.sleep(0.02)
+        wait_for(lambda: self.server.started or not self.thread.is_alive(), f"uvicorn to start on {self.url}",
+                 timeout_s=60, every_s=0.02)
+        if not self.server.started:
+            raise RuntimeError(f"uvicorn on {self.url} stopped before it started")
         if ready:
             wait_ready(self.url)
         return self

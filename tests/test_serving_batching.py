@@ -6,12 +6,22 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import json
+import socket
 
 import httpx
 import numpy as np
 import polars as pl
 import pytest
-from serving_home import ServerThread, assert_same_answer, tiny_settings, trained_home
+from serving_home import (
+    SCORE_ATOL,
+    SCORE_RTOL,
+    ServerThread,
+    assert_same_answer,
+    tiny_settings,
+    trained_home,
+    wait_for,
+)
 
 from hmrec.ranking import feature_rows
 from hmrec.ranking.model import MISSING_CATEGORY
@@ -193,28 +203,55 @@ def test_a_failure_inside_the_vectorised_call_is_isolated(rec):
 
 
 # ---------------------------------------------------------------------------- over HTTP
+def _raw_get(port: int, path: str) -> socket.socket:
+    """Send one complete GET (Connection: close) and return the socket, unread: the request
+    sits in the server's accept queue / socket buffer until its event loop gets to it."""
+    sock = socket.create_connection(("127.0.0.1", port), timeout=120)
+    sock.sendall(f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n".encode())
+    return sock
+
+
+def _raw_response(sock: socket.socket) -> tuple[int, dict]:
+    """Status and JSON body of the reply on `sock` (read to EOF; the server closes)."""
+    data = b""
+    with sock:
+        while chunk := sock.recv(65536):
+            data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    return int(head.split(b" ", 2)[1]), json.loads(body)
+
+
 def test_concurrent_http_requests_are_batched_and_answered_as_single_ones(home, rec):
-    settings = tiny_settings(home, SERVING_BATCH_WAIT_MS=50.0)
-    app = create_app(settings, recommender=rec)
+    """Requests waiting together are answered by one batch, with the answers they get alone.
+
+    No timing window: the test holds the recommender's lock, sends one request and waits
+    until the server's batcher has started it (its batch counter says so): the event loop
+    is now blocked on the lock. The other requests are then sent in full; the server
+    cannot read them until the lock is released, so they all wait together, whatever the
+    machine's speed."""
+    app = create_app(tiny_settings(home), recommender=rec)
     srv = ServerThread(app).start()
+    batcher = app.state.batcher
     try:
         customers = _buyers(rec, 24) + ["a" * 64]
-
-        async def fire() -> list[httpx.Response]:
-            limits = httpx.Limits(max_connections=len(customers))
-            async with httpx.AsyncClient(base_url=srv.url, timeout=120, limits=limits) as client:
-                return await asyncio.gather(*(client.get(f"/recommendations/{c}?k=7") for c in customers))
-
-        responses = asyncio.run(fire())
-        batcher = app.state.batcher
-        assert batcher.items == len(customers)
-        assert batcher.batches < len(customers)  # at least one batch answered several requests
+        base = (batcher.batches, batcher.items)
+        with rec._lock:
+            first = _raw_get(srv.port, f"/recommendations/{customers[0]}?k=7")
+            wait_for(lambda: batcher.batches == base[0] + 1, "the first request's batch to start")
+            rest = [_raw_get(srv.port, f"/recommendations/{c}?k=7") for c in customers[1:]]
+        replies = [_raw_response(s) for s in [first, *rest]]
+        assert batcher.items - base[1] == len(customers)
+        # the first alone, then the 24 that waited together: in one batch (or a few, never one each)
+        assert batcher.batches - base[0] < len(customers) - 1, (batcher.batches - base[0], len(customers))
         with httpx.Client(base_url=srv.url, timeout=120) as client:
-            for c, r in zip(customers, responses):
-                assert r.status_code == 200, r.text
+            for c, (status, body) in zip(customers, replies):
+                assert status == 200, body
                 alone = client.get(f"/recommendations/{c}?k=7")
-                assert r.json()["items"] == alone.json()["items"]
-                assert r.json()["cold_start"] == (c == "a" * 64)
+                assert body["cold_start"] == (c == "a" * 64)
+                assert [i["article_id"] for i in body["items"]] == [i["article_id"] for i in alone.json()["items"]]
+                np.testing.assert_allclose([i["score"] for i in body["items"]],
+                                           [i["score"] for i in alone.json()["items"]], rtol=SCORE_RTOL,
+                                           atol=SCORE_ATOL, err_msg=c)
     finally:
         srv.stop()
 

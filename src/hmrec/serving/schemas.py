@@ -10,7 +10,7 @@ date is a 422 naming the field, never a 500.
 from __future__ import annotations
 
 import datetime as dt
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -135,6 +135,12 @@ class Health(BaseModel):
     error: str | None = None
     batches: int = Field(0, description="Micro-batches this worker has answered recommendations in")
     batched_requests: int = Field(0, description="Recommendation requests answered in them")
+    reloads: int = Field(0, description="Reloads this worker has completed since it started")
+    events_logged: int = Field(0, description="Events in the log as this worker has read it (its last seq)")
+    event_log_reads: int = Field(0, description="Times this worker has read events from the log file (start-up, "
+                                 "other workers' appends, reloads); answering a retried event id reads nothing")
+    gc: dict[str, Any] | None = Field(None, description="This process's garbage collections: counts per "
+                                      "generation, full collections and their pauses, objects frozen")
 
 
 class ReloadAccepted(BaseModel):
