@@ -80,6 +80,7 @@
 #define TV (TW / VW)  /* vectors per tile row */
 #define DV (DIM / VW) /* vectors per embedding */
 #define CV (NT * TV)  /* vectors of columns per row in the logits pass */
+#define HV (32 / VW)  /* vectors per 32 columns (BP is a multiple of 32) */
 /* rows of d_query (R3) and columns of d_item (JB) accumulated in registers at a time */
 #define FIT(n) ((DV) >= (n) ? 1 : (n) / (DV))
 #define R3 (FIT(ACC) < RB ? FIT(ACC) : RB)
@@ -92,7 +93,23 @@ static inline vf vload(const float *p) { vf v; memcpy(&v, p, sizeof v); return v
 static inline void vstore(float *p, vf v) { memcpy(p, &v, sizeof v); }
 static inline vf vsplat(float x) { return (vf){0} + x; }
 static inline vf vsel(vi mask, vf a, vf b) { return (vf)(((vi)a & mask) | ((vi)b & ~mask)); }
-static inline vf vmax(vf a, vf b) { return vsel(a > b, a, b); }
+
+/* a > b ? a : b per lane, one instruction where the target has one (the compilers do
+ * not turn the compare and select into it); no NaN reaches it */
+#if defined(__AVX512F__) || defined(__AVX__) || defined(__SSE__)
+#include <immintrin.h>
+#endif
+static inline vf vmax(vf a, vf b) {
+#if defined(__AVX512F__)
+    return (vf)_mm512_max_ps((__m512)a, (__m512)b);
+#elif defined(__AVX__) && VW == 8
+    return (vf)_mm256_max_ps((__m256)a, (__m256)b);
+#elif defined(__SSE__) && VW == 4
+    return (vf)_mm_max_ps((__m128)a, (__m128)b);
+#else
+    return vsel(a > b, a, b);
+#endif
+}
 
 static inline float hmax(vf v) {
     float m = v[0];
@@ -113,10 +130,9 @@ static inline float sum16(const vf *z) {
 /* exp(x) for x <= 0: 0 for x = -inf or x < -87, else a degree-6 polynomial after range
  * reduction (relative error below 2e-7) times a power of two built in the exponent
  * bits. One code for every width, so every build rounds alike. */
-static inline vf vexp_nonpos(vf x) {
+static inline vf vexp_nonpos(vf x0) {
     const vf lo = vsplat(-87.0f);
-    vi keep = x >= lo;
-    x = vsel(keep, x, lo);
+    vf x = vmax(x0, lo);
     const vf magic = vsplat(12582912.0f); /* 1.5 * 2^23: adding it rounds to an integer */
     vf n = (x * vsplat(1.44269504088896341f) + magic) - magic;
     vf r = x - n * vsplat(0.693359375f) - n * vsplat(-2.12194440e-4f);
@@ -127,8 +143,14 @@ static inline vf vexp_nonpos(vf x) {
     p = p * r + vsplat(0.5f);
     p = p * r + vsplat(1.0f);
     p = p * r + vsplat(1.0f);
+#if defined(__AVX512F__) && VW == 16
+    /* p * 2^n is exact for n >= -126: vscalefps gives the same bits in one instruction
+     * (and the zeroing in the same one) */
+    return (vf)_mm512_maskz_scalef_ps(_mm512_cmp_ps_mask((__m512)x0, (__m512)lo, _CMP_GE_OQ), (__m512)p, (__m512)n);
+#else
     vi e = (__builtin_convertvector(n, vi) + 127) << 23;
-    return (vf)((vi)(p * (vf)e) & keep);
+    return (vf)((vi)(p * (vf)e) & (x0 >= lo));
+#endif
 }
 
 /* 1. Logits of the block's RB rows, L[r][j] = bias_j + q_r . i_j, into work, and each
@@ -188,16 +210,19 @@ static inline double rows_softmax(int64_t b, int64_t bp, const float *q, const i
              * max again without them */
             const vi key = (vi){0} + keys[row];
             const vf ninf = vsplat(-INFINITY);
-            vf hv = ninf;
-            for (int64_t j = 0; j < bp; j += VW) {
-                vi kj;
-                memcpy(&kj, keys + j, sizeof kj);
-                vf v = vsel(kj == key, ninf, vload(l + j));
-                vstore(l + j, v);
-                hv = vmax(v, hv);
-            }
+            vf hv[HV]; /* independent maxima: one chain would wait on each max's latency */
+            for (int h = 0; h < HV; h++) hv[h] = ninf;
+            for (int64_t j = 0; j < bp; j += HV * VW)
+                for (int h = 0; h < HV; h++) {
+                    vi kj;
+                    memcpy(&kj, keys + j + h * VW, sizeof kj);
+                    vf v = vsel(kj == key, ninf, vload(l + j + h * VW));
+                    vstore(l + j + h * VW, v);
+                    hv[h] = vmax(v, hv[h]);
+                }
+            for (int h = 1; h < HV; h++) hv[0] = vmax(hv[0], hv[h]);
             l[row] = positive; /* its own key: restore it */
-            m = hmax(hv);
+            m = hmax(hv[0]);
             m = positive > m ? positive : m;
         }
         vf zv[TV];
@@ -275,6 +300,49 @@ static inline void block_di(int64_t b, int64_t bp, const float *q, int64_t r0, f
     }
 }
 
+/* 3a and 3b in one pass over the columns, where all the operands fit in the registers
+ * (32 of them with AVX-512, one vector per embedding): each E[r][j] is loaded once for
+ * both products. The same operations in the same order as block_dq + block_di. */
+#define MERGED (VW == 16 && DV == 1)
+#define JM 4 /* columns per step of the merged pass */
+static inline void block_grads(int64_t b, int64_t bp, const float *q, const float *item, int64_t r0, float scale,
+                               const float *work, int64_t ws, const float *zs, const float *qv, float *dq, float *di)
+{
+    vf acc[RB][DV], qr[RB][DV];
+    for (int r = 0; r < RB; r++)
+        for (int d = 0; d < DV; d++) {
+            acc[r][d] = vsplat(0.0f);
+            qr[r][d] = vload(qv + r * DIM + d * VW);
+        }
+    for (int64_t j = 0; j < bp; j += JM) {
+        vf iv[JM][DV], dv[JM][DV];
+        for (int c = 0; c < JM; c++)
+            for (int d = 0; d < DV; d++) {
+                iv[c][d] = vload(item + (j + c) * DIM + d * VW);
+                dv[c][d] = vload(di + (j + c) * DIM + d * VW);
+            }
+        for (int r = 0; r < RB; r++) {
+            const float *e = work + r * ws + j;
+            for (int c = 0; c < JM; c++)
+                for (int d = 0; d < DV; d++) {
+                    acc[r][d] += e[c] * iv[c][d];
+                    dv[c][d] += e[c] * qr[r][d];
+                }
+        }
+        for (int c = 0; c < JM; c++)
+            for (int d = 0; d < DV; d++) vstore(di + (j + c) * DIM + d * VW, dv[c][d]);
+    }
+    for (int r = 0; r < RB; r++) {
+        int64_t row = r0 + r;
+        for (int d = 0; d < DV; d++) {
+            vf out = row < b ? acc[r][d] * zs[r] - vload(item + row * DIM + d * VW) * scale : vsplat(0.0f);
+            vstore(dq + row * DIM + d * VW, out);
+            if (row < b)
+                vstore(di + row * DIM + d * VW, vload(di + row * DIM + d * VW) - vload(q + row * DIM + d * VW) * scale);
+        }
+    }
+}
+
 double hmrec_softmax_loss_rows(
     int64_t b, int64_t bp, const float *q, const float *item, const float *item_tiles, const float *bias,
     const int32_t *keys, const uint8_t *has_hit, int64_t row_start, int64_t row_stop, float scale,
@@ -288,8 +356,12 @@ double hmrec_softmax_loss_rows(
     for (int64_t r0 = row_start; r0 < row_stop; r0 += RB) {
         block_logits(bp, q, item_tiles, bias, r0, work, ws, mv);
         loss += rows_softmax(b, bp, q, keys, has_hit, r0, scale, mv, work, ws, qv, zs);
-        block_dq(b, bp, q, item, r0, scale, work, ws, zs, dq);
-        block_di(b, bp, q, r0, scale, work, ws, qv, di);
+        if (MERGED) {
+            block_grads(b, bp, q, item, r0, scale, work, ws, zs, qv, dq, di);
+        } else {
+            block_dq(b, bp, q, item, r0, scale, work, ws, zs, dq);
+            block_di(b, bp, q, r0, scale, work, ws, qv, di);
+        }
     }
     return loss;
 }
