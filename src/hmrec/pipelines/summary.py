@@ -55,12 +55,6 @@ def features_table(summary) -> Table:
 SUMMARY_METRICS = ("top_100_accuracy", "recall_at_100", "ndcg_at_12", "map_at_12", "recall_at_12", "roc_auc")
 
 
-def evaluation_metrics(candidate_k: int) -> tuple[str, ...]:
-    """Metrics of the end-to-end evaluation; candidate recall is at the candidate budget
-    (two-tower K + popular candidates)."""
-    return ("map_at_12", "recall_at_12", "ndcg_at_12", f"recall_at_{candidate_k}", "reachable_share")
-
-
 def metrics_table(title: str, metrics: dict[str, dict[str, float]], names=SUMMARY_METRICS) -> Table:
     """Systems (model beside its baselines) x metrics, best value per column in bold."""
     present = [m for m in names if any(m in v for v in metrics.values())]
