@@ -214,3 +214,48 @@ def test_policies_sharing_a_batch_answer_as_if_alone(parts):
     # the policies really differ on these customers (else the test proves nothing)
     lists = {p: [x.article_ids for x in alone[p][1]] for p in FILTER_POLICIES}
     assert lists["none"] != lists["exclude_purchased"] != lists["exclude_purchased_except_repurchase"]
+
+
+def test_the_serving_retrieval_follows_purchases_as_a_rebuild_would(parts):
+    """ServingRetrieval updates its cached best sellers and popularity prior in place when
+    purchases arrive; its answers equal those of the offline stage given the same rows
+    (which recomputes everything), bit for bit, and its cached index is not rebuilt."""
+    from hmrec.serving.incremental import ServingRetrieval
+
+    stage = parts[1]
+    serving = ServingRetrieval.of(stage)
+    at = stage.history["t_dat"].max() + dt.timedelta(days=1)
+    earlier = at - dt.timedelta(days=3)
+    customers = stage.customers["customer_id"].head(12).to_list()
+    for day in (earlier, at):  # caches for two days
+        serving(customers, day, 30)
+    assert serving.has_prior, "the tiny home's two-tower model must have a popularity prior"
+    index_before = serving._index_for(at)
+    assert serving._prior_counts is not None, "the prior must be followable incrementally"
+    popular_before = serving.popular(at)
+    articles = stage.index.article_ids.to_list()
+    outsider = next(a for a in articles if a not in popular_before)
+    batches = [  # an outsider climbs into the best sellers; a day outside the window; a non-catalogue article
+        pl.DataFrame({"t_dat": [at - dt.timedelta(days=1)] * 40, "customer_id": [customers[0]] * 40,
+                      "article_id": [outsider] * 40}),
+        pl.DataFrame({"t_dat": [at - dt.timedelta(days=2), at, at - dt.timedelta(days=30)],
+                      "customer_id": customers[1:4], "article_id": [popular_before[-1], articles[3], articles[4]]}),
+        pl.DataFrame({"t_dat": [at - dt.timedelta(days=1)], "customer_id": [customers[5]],
+                      "article_id": ["0000000001"]}),
+    ]
+    reference = copy.copy(stage)
+    flat_c = [c for c in customers for _ in range(5)]
+    flat_a = [articles[(7 * i) % len(articles)] for i in range(len(flat_c))]
+    for rows in batches:
+        serving.add_purchases(rows)
+        reference.add_purchases(rows)
+        assert serving.popular(at) == reference.popular(at)
+        assert serving(customers, at, 30) == reference(customers, at, 30)
+        np.testing.assert_array_equal(serving.score_pairs(flat_c, flat_a, at), reference.score_pairs(flat_c, flat_a, at))
+    assert outsider in serving.popular(at) and outsider not in popular_before
+    assert serving._index_for(at) is index_before  # followed in place, not rebuilt
+    # the other day's best sellers were followed too (one prior index is cached at a time)
+    assert serving.popular(earlier) == reference.popular(earlier)
+    assert serving(customers, earlier, 30) == reference(customers, earlier, 30)
+    assert serving.history.height == stage.history.height + 44 == reference.history.height
+    assert stage.popular(at) == popular_before  # the loaded stage is not changed

@@ -50,6 +50,7 @@ from hmrec.ranking import (
     feature_rows,
 )
 from hmrec.retrieval.candidates import RetrievalStage, query_rows
+from hmrec.serving.incremental import ServingRetrieval
 from hmrec.serving.lookups import OnlineLookups, UnsupportedModel, day_number
 
 #: Filter policies (stage 2).
@@ -154,13 +155,17 @@ class FourStageRecommender:
         # The recommender's retrieval stage reads query embeddings from the per-day table
         # (see the module docstring); the stage object given is left as it is.
         self._embed_batch = getattr(retrieval, "query_embeddings", None)
-        self.retrieval = copy.copy(retrieval)
+        # a RetrievalStage is served by its incremental copy (same answers; a purchase updates
+        # its per-day caches instead of clearing them: hmrec.serving.incremental)
+        self.retrieval = (ServingRetrieval.of(retrieval) if type(retrieval) is RetrievalStage
+                          else copy.copy(retrieval))
         if self._embed_batch is not None:
             self.retrieval.query_embeddings = self.query_embeddings
         self.ranker = ranker
         self.articles = articles
         self.customers = customers
-        self.history = history.select("t_dat", "customer_id", "article_id")
+        self._history = history.select("t_dat", "customer_id", "article_id")
+        self._unmerged: list[pl.DataFrame] = []  # added purchases not joined to _history yet
         self.filter_policy = filter_policy
         self.retrieval_k = retrieval_k
         self._known_articles = set(articles["article_id"].to_list())
@@ -178,9 +183,22 @@ class FourStageRecommender:
         self._last_day: dt.date | None = self.history["t_dat"].max()
         self._work = _BatchWork()  # shared with the with_policy clones (copy.copy keeps it)
 
+    @property
+    def history(self) -> pl.DataFrame:
+        """Purchases (t_dat, customer_id, article_id): the store's plus those added. Added
+        rows join the frame (as one chunk) when it is read, not once per purchase: the
+        single-request path does not read it, and a frame of one chunk per purchase slows
+        every later read of it."""
+        if self._unmerged:
+            self._history = pl.concat([self._history, pl.concat(self._unmerged, rechunk=True)], rechunk=False)
+            self._unmerged = []
+        return self._history
+
     def with_policy(self, filter_policy: str) -> FourStageRecommender:
         """The same models and features under another filter policy (shares memory)."""
+        self.history  # noqa: B018 - join pending rows first: the clone gets its own list
         clone = copy.copy(self)
+        clone._unmerged = []
         if filter_policy not in FILTER_POLICIES:
             raise ValueError(f"unknown filter policy {filter_policy!r}; choose one of {', '.join(FILTER_POLICIES)}")
         clone.filter_policy = filter_policy
@@ -330,7 +348,7 @@ class FourStageRecommender:
         if rows.height == 0:
             return
         with self._lock:
-            self.history = pl.concat([self.history, rows])
+            self._unmerged.append(rows)
             self._work.clear()  # shared with the clones, whose retrieval stage changes too
             if self._lookups is not None:
                 self._lookups.add([day_number(d) for d in rows["t_dat"].to_list()],
