@@ -9,8 +9,22 @@ from hmrec.retrieval import native_build, native_ranks
 from hmrec.retrieval.metrics import ranks_of_targets
 
 pytestmark = pytest.mark.skipif(native_build.compiler() is None, reason="no C compiler")
+needs_kernel = pytest.mark.skipif(not native_build.enabled(), reason="native kernels turned off (HMREC_NATIVE=0)")
+#: Portable x86-64 builds checked beside the native one (each where this CPU runs it).
+PORTABLE = [pytest.param(m, marks=pytest.mark.skipif(not native_build.runs_here(m), reason=f"this CPU cannot run {m}"))
+            for m in ("x86-64-v2", "x86-64-v3")]
 
 
+@pytest.fixture(scope="module")
+def fresh_cache(tmp_path_factory):
+    """Kernels built anew into a temporary cache (not the user's), loaded anew."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("HMREC_CACHE_DIR", str(tmp_path_factory.mktemp("kernels")))
+        mp.setattr(native_build, "_loaded", {})
+        yield
+
+
+@needs_kernel
 def test_hand_computed_ranks_with_ties_broken_by_catalogue_order():
     items = np.array([[1.0, 0.0], [3.0, 0.0], [2.0, 0.0], [3.0, 0.0], [0.0, 5.0]], dtype=np.float32)
     q = np.array([[1.0, 0.0], [0.0, 1.0]], dtype=np.float32)
@@ -19,6 +33,7 @@ def test_hand_computed_ranks_with_ties_broken_by_catalogue_order():
     assert got.tolist() == [0, 1, 2, 4, 0, 1, 4]
 
 
+@needs_kernel
 @pytest.mark.parametrize("nq,n_items,dim,n_targets", [(1, 1, 17, 1), (5, 37, 17, 9), (17, 16, 16, 40),
                                                       (40, 1000, 16, 100), (300, 5003, 17, 900)])
 def test_equal_to_the_numpy_path(nq, n_items, dim, n_targets):
@@ -31,6 +46,7 @@ def test_equal_to_the_numpy_path(nq, n_items, dim, n_targets):
     assert native.min() >= 0 and native.max() < n_items
 
 
+@needs_kernel
 def test_many_ties_equal_to_the_numpy_path():
     rng = np.random.default_rng(5)  # small integers: exact scores, lots of ties
     q = rng.integers(-2, 3, (50, 17)).astype(np.float32)
@@ -39,6 +55,21 @@ def test_many_ties_equal_to_the_numpy_path():
     assert np.array_equal(ranks_of_targets(q, items, qi, ti, native=True), ranks_of_targets(q, items, qi, ti, native=False))
 
 
+@needs_kernel
+@pytest.mark.parametrize("target", PORTABLE)
+def test_portable_builds_give_the_exact_ranks(fresh_cache, target):
+    # the AVX2 and SSE kernels (8 and 4 floats per vector, smaller register blocks): ranks
+    # are exact integers, so equal, ties included (small integer embeddings: many ties)
+    rng = np.random.default_rng(11)
+    for q, items in [(rng.standard_normal((70, 17)), rng.standard_normal((3001, 17))),
+                     (rng.integers(-2, 3, (50, 16)), rng.integers(-2, 3, (700, 16)))]:
+        q, items = q.astype(np.float32), items.astype(np.float32)
+        qi, ti = rng.integers(0, len(q), 300), rng.integers(0, len(items), 300)
+        got = native_ranks.target_ranks(q, items, qi, ti, threads=2, target=target)
+        assert np.array_equal(got, ranks_of_targets(q, items, qi, ti, native=False))
+
+
+@needs_kernel
 def test_same_ranks_for_any_number_of_threads():
     rng = np.random.default_rng(2)
     q = rng.standard_normal((200, 17)).astype(np.float32)

@@ -8,7 +8,11 @@ import torch
 from hmrec.retrieval import native_build
 from hmrec.retrieval.sparse_adam import LazyRowAdamW
 
-needs_compiler = pytest.mark.skipif(native_build.compiler() is None, reason="no C compiler")
+needs_compiler = pytest.mark.skipif(native_build.compiler() is None or not native_build.enabled(),
+                                    reason="no C compiler, or native kernels turned off (HMREC_NATIVE=0)")
+#: Portable x86-64 builds checked beside the native one (each where this CPU runs it).
+PORTABLE = [pytest.param(m, marks=pytest.mark.skipif(not native_build.runs_here(m), reason=f"this CPU cannot run {m}"))
+            for m in ("x86-64-v2", "x86-64-v3")]
 
 
 @pytest.fixture(params=["native", "torch"])
@@ -16,6 +20,8 @@ def native(request) -> bool:
     """Every behaviour test runs on the C kernel and on the PyTorch path."""
     if request.param == "native" and native_build.compiler() is None:
         pytest.skip("no C compiler")
+    if request.param == "native" and not native_build.enabled():
+        pytest.skip("native kernels turned off (HMREC_NATIVE=0)")
     return request.param == "native"
 
 
@@ -25,14 +31,20 @@ def test_the_c_kernel_is_built_and_used():
 
 
 @needs_compiler
+@pytest.mark.parametrize("target", [None, *PORTABLE])
 @pytest.mark.parametrize("use_rows", [True, False])
-def test_c_kernel_and_torch_path_agree(use_rows):
+def test_c_kernel_and_torch_path_agree(use_rows, target, tmp_path, monkeypatch):
+    # target None: the default build; the portable x86-64 builds are built anew in tmp_path
+    if target is not None:
+        monkeypatch.setenv("HMREC_CACHE_DIR", str(tmp_path))
+        monkeypatch.setattr(native_build, "_loaded", {})
     g = torch.Generator().manual_seed(3)
     w0 = torch.randn(50, 16, generator=g)
     paths = []
     for native in (True, False):
         w = w0.clone()
-        opt = LazyRowAdamW(w, lr=0.05, weight_decay=0.3, native=native)
+        opt = LazyRowAdamW(w, lr=0.05, weight_decay=0.3, native=native, target=target)
+        assert (opt._native is not None) == native
         gg = torch.Generator().manual_seed(4)
         for _ in range(6):
             ids = torch.randint(0, 50, (40,), generator=gg)  # repeats: gradients are summed

@@ -115,6 +115,26 @@ def _cpu_id() -> str:
     return platform.processor() or platform.machine()
 
 
+#: CPU flags (as /proc/cpuinfo names them) code built for an x86-64 level needs.
+X86_LEVELS = {
+    "x86-64": (),
+    "x86-64-v2": ("ssse3", "sse4_1", "sse4_2", "popcnt", "cx16"),
+    "x86-64-v3": ("ssse3", "sse4_1", "sse4_2", "popcnt", "cx16", "avx", "avx2", "fma", "bmi1", "bmi2", "f16c",
+                  "movbe"),
+}
+
+
+def runs_here(target: str) -> bool:
+    """True when code built for ``-march=target`` can run on this CPU: 'native', and the
+    x86-64 levels of X86_LEVELS on an x86-64 CPU with their flags; False for others."""
+    if target == "native":
+        return True
+    if target not in X86_LEVELS or platform.machine() not in ("x86_64", "AMD64"):
+        return False
+    flags = set(_cpu_id().partition(":")[2].split())
+    return all(f in flags for f in X86_LEVELS[target])
+
+
 def _sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 

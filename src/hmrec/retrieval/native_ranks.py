@@ -16,6 +16,7 @@ import numpy as np
 
 from hmrec.retrieval import native_build
 
+#: Items per column tile (the kernel's layout, whatever its vector width).
 VW = 16
 #: Queries per block (the kernel's RB): item tiles are read once per block.
 RB = 16
@@ -25,27 +26,29 @@ _SIGNATURES = {
 }
 
 
-def _library(dim: int) -> ctypes.CDLL | None:
-    return native_build.load("target_ranks", dim, _SIGNATURES)
+def _library(dim: int, target: str | None = None) -> ctypes.CDLL | None:
+    return native_build.load("target_ranks", dim, _SIGNATURES, target)
 
 
-def available(dim: int) -> bool:
-    """True when the kernel for this embedding size is built (building it if needed)."""
-    return _library(dim) is not None
+def available(dim: int, target: str | None = None) -> bool:
+    """True when the kernel for this embedding size is built (building it if needed) for
+    ``-march=target`` (default: native_build.march())."""
+    return _library(dim, target) is not None
 
 
 def target_ranks(
     query_emb: np.ndarray, item_emb: np.ndarray, query_index: np.ndarray, target_item: np.ndarray,
-    threads: int | None = None,
+    threads: int | None = None, target: str | None = None,
 ) -> np.ndarray:
     """rank[t] = #{j : s_j > s_t} + #{j < target_t : s_j == s_t} for s = query_emb[query_index[t]] . item_emb.
 
-    Float32 embeddings; raises RuntimeError where the kernel cannot be built.
+    Float32 embeddings; raises RuntimeError where the kernel cannot be built. target: the
+    -march value of the kernel's build (default: native_build.march()).
     """
     q = np.asarray(query_emb, dtype=np.float32)
     items = np.asarray(item_emb, dtype=np.float32)
     dim = items.shape[1]
-    lib = _library(dim)
+    lib = _library(dim, target)
     if lib is None:
         raise RuntimeError("the native rank kernel is not available on this machine")
     n_items, nq = items.shape[0], q.shape[0]

@@ -57,6 +57,7 @@ class LazyRowAdamW:
         eps: float = 1e-8,
         weight_decay: float = 0.0,
         native: bool = True,
+        target: str | None = None,
     ) -> None:
         if weight.dtype != torch.float32 or not weight.is_contiguous():
             raise ValueError("LazyRowAdamW needs a contiguous float32 table")
@@ -69,7 +70,8 @@ class LazyRowAdamW:
         self.dim = d
         self.state = torch.zeros(weight.shape[0], 2 * d + 1, dtype=torch.float32)
         self.step_count = 0
-        self._native = native_build.load("sparse_adamw", d, _SIGNATURES) if native else None
+        # target: the -march value of the kernel's build (default: native_build.march())
+        self._native = native_build.load("sparse_adamw", d, _SIGNATURES, target) if native else None
 
     @property
     def exp_avg(self) -> torch.Tensor:
