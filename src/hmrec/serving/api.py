@@ -65,7 +65,6 @@ from hmrec.serving.events import (
     EventLog,
     events_dir,
     ingested_seq,
-    purchases_frame,
 )
 from hmrec.serving.recommender import (
     FourStageRecommender,
@@ -253,12 +252,18 @@ class Service:
         return [e for e in events if e.seq > done]
 
     def _apply(self, rec: FourStageRecommender, events: list[Event], fix_online: bool) -> None:
-        """Give the purchases among `events` to the recommender. Holds the events lock."""
-        purchases = purchases_frame(events)
-        if purchases.height:
-            rec.add_purchases(purchases)
-            if fix_online:
-                self._update_online(rec, purchases["customer_id"].unique().to_list())
+        """Give the purchases among `events` to the recommender. Holds the events lock.
+        Nothing to do (a click, no other worker's events) costs nothing: building even an
+        empty frame took ~0.4 ms, twice per POST /events."""
+        bought = [e for e in events if e.type == "purchase"]
+        if not bought:
+            return
+        rec.add_purchases(pl.DataFrame(
+            {"t_dat": [e.t_dat for e in bought], "customer_id": [e.customer_id for e in bought],
+             "article_id": [e.article_id for e in bought]},
+            schema={"t_dat": pl.Date, "customer_id": pl.String, "article_id": pl.String}))
+        if fix_online:
+            self._update_online(rec, list(dict.fromkeys(e.customer_id for e in bought)))
 
     def catch_up(self) -> None:
         """Before answering: apply what other workers appended, start a reload one was asked for."""

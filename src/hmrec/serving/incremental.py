@@ -145,8 +145,11 @@ class ServingRetrieval(RetrievalStage):
         """Count purchases (t_dat, article_id) in the cached days' best sellers and prior."""
         if self._history is None or rows.height == 0:
             return
-        new = rows.select(pl.col("t_dat").cast(self._history.schema["t_dat"]),
-                          pl.col("article_id").cast(self._history.schema["article_id"]))
+        schema = self._history.schema
+        if rows.schema.get("t_dat") == schema["t_dat"] and rows.schema.get("article_id") == schema["article_id"]:
+            new = rows[["t_dat", "article_id"]]
+        else:
+            new = rows.select(pl.col("t_dat").cast(schema["t_dat"]), pl.col("article_id").cast(schema["article_id"]))
         self._unmerged.append(new)
         days, articles = new["t_dat"].to_list(), new["article_id"].to_list()
         self._count_popular(days, articles)

@@ -120,6 +120,10 @@ class _BatchWork:
         self.categories = None  # the ranker's categorical features of `features`, converted once
 
 
+#: Columns and types of added purchases (FourStageRecommender.add_purchases).
+_PURCHASE_SCHEMA = pl.Schema({"t_dat": pl.Date, "customer_id": pl.String, "article_id": pl.String})
+
+
 def candidate_rows(found: dict[str, list[tuple[str, float]]]) -> pl.DataFrame:
     """(customer_id, article_id, retrieval_score) rows of a retrieval answer, in its order.
 
@@ -343,8 +347,9 @@ class FourStageRecommender:
     # -- helpers ---------------------------------------------------------------------------
     def add_purchases(self, rows: pl.DataFrame) -> None:
         """Append purchases (t_dat, customer_id, article_id) so the next answer reflects them."""
-        rows = rows.select(pl.col("t_dat").cast(pl.Date), pl.col("customer_id").cast(pl.String),
-                           pl.col("article_id").cast(pl.String))
+        if rows.schema != _PURCHASE_SCHEMA:  # the service's rows are built with it (no copy)
+            rows = rows.select(pl.col("t_dat").cast(pl.Date), pl.col("customer_id").cast(pl.String),
+                               pl.col("article_id").cast(pl.String))
         if rows.height == 0:
             return
         with self._lock:

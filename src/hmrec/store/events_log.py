@@ -43,7 +43,7 @@ import sys
 import threading
 import uuid
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 
 import polars as pl
@@ -79,7 +79,7 @@ class Event:
     received_at: str = ""
 
     def to_line(self) -> bytes:
-        d = asdict(self)
+        d = {name: getattr(self, name) for name in _FIELDS}  # asdict's order, without its deep copy
         d["t_dat"] = self.t_dat.isoformat()
         return (json.dumps(d, separators=(",", ":")) + "\n").encode()
 
@@ -98,6 +98,9 @@ class Event:
         if ev.type not in EVENT_TYPES:
             raise EventLogError(f"{where}: column 'type' has unknown value {ev.type!r}")
         return ev
+
+
+_FIELDS = tuple(f.name for f in fields(Event))
 
 
 def events_dir(store_dir: Path | str) -> Path:
