@@ -15,12 +15,16 @@ as real data does). For each variant it times ``--batches`` training steps at ba
 2048 (after a warm-up), extrapolates the time of one epoch over all rows (plus the
 epoch's shuffle), and reports the peak RSS of the process. Variants:
 
-- default:       what train() runs: the C loss kernel on all cores, bf16 products on AMX
-                 tiles where the CPU has them (native/softmax_loss_amx.c), 1 OpenMP thread,
-                 1 step thread
+- default:       what train() runs: the fp32 C loss kernel built for this CPU
+                 (HMREC_NATIVE_MARCH, default -march=native) on all cores, 1 OpenMP
+                 thread, 1 step thread
 - default_1t:    the default with the loss kernel on one thread
-- native_fp32, native_fp32_1t: the fp32 C kernel (TWO_TOWER_FAST_MATMUL=false; what
-                 `auto` runs on CPUs without AMX), on all cores / one thread
+- default_omp2:  the default with 2 OpenMP threads for the PyTorch ops around the kernel
+- native_v3:     the default with the C kernels built for -march=x86-64-v3 (AVX2 + FMA, the
+                 build an AVX2-only CPU such as AMD Zen 3 runs); PyTorch itself unchanged
+- native_v2:     the same for -march=x86-64-v2 (SSE4.2, no FMA: the portable baseline)
+- native_bf16:   TWO_TOWER_FAST_MATMUL=true: the AMX bf16 kernel where the CPU has it
+                 (else the PyTorch bf16 matmul)
 - native_step_threads_2: the default with the per-table embedding updates on 2 threads
 - torch_fused:   the PyTorch fused fp32 loss (TWO_TOWER_LOSS_KERNEL=torch; the fallback
                  without a C compiler)
@@ -32,19 +36,19 @@ epoch's shuffle), and reports the peak RSS of the process. Variants:
 - compiled_bf16: towers + reference loss under torch.compile, bf16 logits matmul
 - exact_1t:      the reference loss on one thread
 
-Other processes on the machine slow every figure; the script measures the issue's
-reference micro-step (8.7 ms on the idle machine) before and after, as a yardstick.
+Other processes on the machine slow every figure; the results file carries the machine
+block of benchmarks/machine.py (commit, CPU, load average and a yardstick step before
+and after), so a run on a busy machine can be told from one on an idle machine.
 
-Figures are printed and written to benchmarks/results/two_tower.json.
+Figures are printed and written to benchmarks/results/two_tower.json (--out).
 """
 
 from __future__ import annotations
 
 import argparse
 import gc
-import json
-import platform
-import resource
+import os
+import sys
 import time
 from pathlib import Path
 
@@ -54,25 +58,33 @@ import psutil
 import torch
 
 from hmrec.config import FULL_ARTICLES, FULL_CUSTOMERS
+from hmrec.retrieval import native_build
 from hmrec.retrieval.config import TwoTowerConfig
 from hmrec.retrieval.features import DEFAULT_ITEM_FEATURES, DEFAULT_QUERY_FEATURES, FittedFeature, TowerInputs
 from hmrec.retrieval.model import TwoTowerModel
 from hmrec.retrieval.towers import Tower
 from hmrec.retrieval.trainer import EncodedSplit, StepEngine, log_q_table
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from machine import Run, describe, peak_rss_mb, write_result  # noqa: E402
+
 RESULTS = Path(__file__).resolve().parent / "results"
 FULL_ROWS = 31_788_324
 VARIANTS = {
-    # the trainer's defaults: the C loss kernel (bf16 AMX tiles where the CPU has them, else
-    # fp32) on every core, 1 OpenMP thread, 1 step thread
-    "default": dict(fast_matmul=None, compile=False, fused_loss=True, omp=1, step_threads=1),
+    # the trainer's defaults: the fp32 C loss kernel built for this CPU on every core, 1
+    # OpenMP thread, 1 step thread
+    "default": dict(fast_matmul=False, compile=False, fused_loss=True, omp=1, step_threads=1),
     # the default with the loss kernel on one thread
-    "default_1t": dict(fast_matmul=None, compile=False, fused_loss=True, omp=1, step_threads=1, loss_threads=1),
-    # the fp32 C kernel (TWO_TOWER_FAST_MATMUL=false; the default on CPUs without AMX)
-    "native_fp32": dict(fast_matmul=False, compile=False, fused_loss=True, omp=1, step_threads=1),
-    "native_fp32_1t": dict(fast_matmul=False, compile=False, fused_loss=True, omp=1, step_threads=1, loss_threads=1),
+    "default_1t": dict(fast_matmul=False, compile=False, fused_loss=True, omp=1, step_threads=1, loss_threads=1),
+    # the default with 2 OpenMP threads beside the kernel's 2 threads (2 cores)
+    "default_omp2": dict(fast_matmul=False, compile=False, fused_loss=True, omp=2, step_threads=1),
+    # the C kernels built for AVX2 + FMA (x86-64-v3) and for SSE4.2 (x86-64-v2)
+    "native_v3": dict(fast_matmul=False, compile=False, fused_loss=True, omp=1, step_threads=1, march="x86-64-v3"),
+    "native_v2": dict(fast_matmul=False, compile=False, fused_loss=True, omp=1, step_threads=1, march="x86-64-v2"),
+    # bf16 opt-in: the AMX kernel where the CPU has AMX tiles
+    "native_bf16": dict(fast_matmul=True, compile=False, fused_loss=True, omp=1, step_threads=1),
     # the default with the embedding-table updates on 2 Python threads
-    "native_step_threads_2": dict(fast_matmul=None, compile=False, fused_loss=True, omp=1, step_threads=2),
+    "native_step_threads_2": dict(fast_matmul=False, compile=False, fused_loss=True, omp=1, step_threads=2),
     # the PyTorch fused loss (the fallback without a compiler), fp32 and with the bf16 matmul
     "torch_fused": dict(fast_matmul=False, compile=False, fused_loss=True, omp=1, step_threads=1, loss_kernel="torch"),
     "torch_bf16": dict(fast_matmul=True, compile=False, fused_loss=True, omp=1, step_threads=1, loss_kernel="torch"),
@@ -90,8 +102,8 @@ VARIANTS = {
 }
 
 
-def peak_rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+#: The -march the C kernels are built for when a variant names none (HMREC_NATIVE_MARCH at start).
+BASE_MARCH = native_build.march()
 
 
 def _vocab(n: int) -> pl.Series:
@@ -145,8 +157,10 @@ def synthetic_data(rows: int, n_customers: int, n_articles: int, seed: int) -> t
 
 
 def make_engine(name: str, catalogue: TowerInputs, log_q: torch.Tensor, args: argparse.Namespace) -> StepEngine:
-    """A fresh model and StepEngine configured as variant `name` (sets torch's thread count)."""
+    """A fresh model and StepEngine configured as variant `name` (sets torch's thread count and
+    the -march of the C kernels, which stays in effect while the variant runs)."""
     v = VARIANTS[name]
+    os.environ[native_build.MARCH_ENV] = v.get("march", BASE_MARCH)
     config = TwoTowerConfig(
         batch_size=args.batch_size,
         fast_matmul=v["fast_matmul"],
@@ -190,6 +204,7 @@ def time_variant(
         "omp_threads": torch.get_num_threads(),
         "step_threads": config.step_threads,
         "engine": engine.describe(),
+        "native_march": native_build.march() if native_build.enabled() else None,
         "ms_per_batch": round(ms, 3),
         "samples_per_s": round(sps),
         # CPU seconds of this process per batch: robust to other processes on the machine
@@ -199,30 +214,6 @@ def time_variant(
         "first_loss": round(losses[0], 4),
         "last_loss": round(losses[-1], 4),
     }
-
-
-def calibrate(threads: int, reps: int = 5, n: int = 30) -> float:
-    """ms of the issue's reference micro-step (plain fp32 2048x16 in-batch softmax, CE,
-    backward; 8.7 ms on this machine when idle), best of ``reps``: compares a run's
-    conditions with an idle machine, since other processes slow every figure here."""
-    torch.set_num_threads(threads)
-    g = torch.Generator().manual_seed(0)
-    q = torch.randn(2048, 16, generator=g, requires_grad=True)
-    i = torch.randn(2048, 16, generator=g, requires_grad=True)
-    labels = torch.arange(2048)
-
-    def step() -> None:
-        torch.nn.functional.cross_entropy(q @ i.T, labels).backward()
-
-    for _ in range(5):
-        step()
-    best = float("inf")
-    for _ in range(reps):
-        t = time.perf_counter()
-        for _ in range(n):
-            step()
-        best = min(best, (time.perf_counter() - t) / n * 1000)
-    return best
 
 
 def profile_variant(name: str, data, catalogue, log_q, args) -> str:
@@ -318,8 +309,10 @@ def main() -> None:
     p.add_argument("--parts", default=None, help="print ms per batch of each part of this variant's step instead")
     p.add_argument("--out", type=Path, default=RESULTS / "two_tower.json")
     args = p.parse_args()
+    unknown = [v for v in args.variants.split(",") if v not in VARIANTS]
+    if unknown:
+        p.error(f"unknown variants {unknown}; known: {', '.join(VARIANTS)}")
     torch.set_num_threads(args.threads)
-    load_start = psutil.getloadavg()[0]
     t0 = time.perf_counter()
     data, catalogue = synthetic_data(args.rows, args.customers, args.articles, args.seed)
     log_q = log_q_table(data.item_pos.numpy(), args.articles)
@@ -328,60 +321,50 @@ def main() -> None:
         print(profile_variant(args.profile, data, catalogue, log_q, args))
         return
     if args.parts:
-        parts = time_parts(args.parts, data, catalogue, log_q, args)
+        with Run() as run:
+            parts = time_parts(args.parts, data, catalogue, log_q, args)
         for part, ms in parts.items():
             print(f"{part:34s}{ms:8.2f} ms")
-        out = RESULTS / f"two_tower_parts_{args.parts}.json"
-        out.write_text(json.dumps({"variant": args.parts, "batches": args.batches, "ms_per_batch": parts,
-                                   "load_avg_1m_at_start": round(load_start, 2)}, indent=2) + "\n")
-        print(f"written to {out}")
+        out = write_result(RESULTS / f"two_tower_parts_{args.parts}.json",
+                           {"variant": args.parts, "batches": args.batches, "ms_per_batch": parts}, run)
+        print(f"{describe(run)}; written to {out}")
         return
     t = time.perf_counter()
     torch.randperm(args.rows, generator=torch.Generator().manual_seed(0))
     shuffle_s = time.perf_counter() - t
-    calib_before = calibrate(args.threads)
-    calib_1 = calibrate(1)
-    print(
-        f"calibration: plain in-batch softmax step {calib_before:.2f} ms at {args.threads} threads (8.7 ms idle), "
-        f"{calib_1:.2f} ms at 1 thread; load average {psutil.getloadavg()[0]:.1f} on {psutil.cpu_count()} CPUs"
-    )
     results = []
-    for name in args.variants.split(","):
-        r = time_variant(name, data, catalogue, log_q, args)
-        n_batches = -(-args.rows // args.batch_size)
-        r["epoch_s_extrapolated"] = round(n_batches * r["ms_per_batch"] / 1000 + shuffle_s, 1)
-        r["peak_rss_mb_so_far"] = round(peak_rss_mb())
-        print(
-            f"{name:14s} {r['ms_per_batch']:7.2f} ms/batch  {r['samples_per_s']:>9,} samples/s  "
-            f"epoch {r['epoch_s_extrapolated']:6.1f} s  cpu {r['cpu_ms_per_batch']:6.2f} ms/batch  loss {r['first_loss']:.3f}->{r['last_loss']:.3f}  "
-            f"[{r['engine']}]  peak RSS {r['peak_rss_mb_so_far']:,} MB",
-            flush=True,
-        )
-        results.append(r)
-        gc.collect()
-    calib_after = calibrate(args.threads)
-    out = {
+    with Run() as run:
+        print(f"load average {os.getloadavg()[0]:.2f} on {psutil.cpu_count()} CPUs; yardstick "
+              f"{run.before['yardstick_ms']:.2f} ms", flush=True)
+        for name in args.variants.split(","):
+            if not native_build.runs_here(VARIANTS[name].get("march", "native")):
+                print(f"{name:14s} skipped: this CPU cannot run -march={VARIANTS[name]['march']} code", flush=True)
+                continue
+            r = time_variant(name, data, catalogue, log_q, args)
+            n_batches = -(-args.rows // args.batch_size)
+            r["epoch_s_extrapolated"] = round(n_batches * r["ms_per_batch"] / 1000 + shuffle_s, 1)
+            r["peak_rss_mb_so_far"] = round(peak_rss_mb())
+            print(
+                f"{name:14s} {r['ms_per_batch']:7.2f} ms/batch  {r['samples_per_s']:>9,} samples/s  "
+                f"epoch {r['epoch_s_extrapolated']:6.1f} s  cpu {r['cpu_ms_per_batch']:6.2f} ms/batch  "
+                f"loss {r['first_loss']:.3f}->{r['last_loss']:.3f}  [{r['engine']}, -march={r['native_march']}]  "
+                f"peak RSS {r['peak_rss_mb_so_far']:,} MB",
+                flush=True,
+            )
+            results.append(r)
+            gc.collect()
+        os.environ[native_build.MARCH_ENV] = BASE_MARCH
+    payload = {
         "benchmark": "two_tower",
-        # the issue's reference micro-step measured before/after the variants, and on an
-        # idle machine (8.7 ms): the ratio says how much other load slowed this run
-        "calibration_plain_softmax_ms": {
-            "before": round(calib_before, 2),
-            "after": round(calib_after, 2),
-            "one_thread_before": round(calib_1, 2),
-            "idle": 8.7,
-        },
-        "load_avg_1m_at_start": round(load_start, 2),
-        "python": platform.python_version(),
         "torch": torch.__version__,
         "cpu_capability": torch.backends.cpu.get_cpu_capability(),
-        "cpus": psutil.cpu_count(),
         "threads": args.threads,
-        "load_avg_1m_at_end": round(psutil.getloadavg()[0], 2),
         "rows": args.rows,
         "customers": args.customers,
         "articles": args.articles,
         "batch_size": args.batch_size,
         "timed_batches": args.batches,
+        "warmup_batches": args.warmup,
         "data_build_s": round(build_s, 1),
         "epoch_shuffle_s": round(shuffle_s, 2),
         "variants": results,
@@ -389,11 +372,8 @@ def main() -> None:
         "target_samples_per_s": 330_000,
         "target_peak_rss_mb": 6 * 1024,
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = args.out.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(out, indent=2))
-    tmp.replace(args.out)
-    print(f"peak RSS {out['peak_rss_mb']:,} MB; written to {args.out}")
+    out = write_result(args.out, payload, run)
+    print(f"{describe(run)}; peak RSS {payload['peak_rss_mb']:,} MB; written to {out}")
 
 
 if __name__ == "__main__":
