@@ -10,7 +10,11 @@ or if the build fails, :func:`available` is False and the trainer uses the PyTor
 fused loss (same values within float rounding).
 
 Results are bit-identical for any number of threads: the rows are always split into
-the same RANGES ranges, each with its own d_item buffer, summed in a fixed order.
+the same RANGES ranges, each with its own d_item buffer, summed in a fixed order. They
+are also bit-identical between builds for different instruction sets that have FMA
+(HMREC_NATIVE_MARCH=native on an AVX-512 CPU and x86-64-v3, for instance): the kernel
+uses its target's vector width, but every output is the same operations in the same
+order (see softmax_loss.c). A build without FMA (x86-64-v2) rounds the products apart.
 """
 
 from __future__ import annotations
@@ -23,9 +27,10 @@ import torch
 
 from hmrec.retrieval import native_build
 
-#: Vector width (floats) the kernel pads the embedding size to; columns are padded to twice it.
+#: Floats the kernel pads the embedding size to, and columns per item tile (the layout,
+#: whatever the vector width of the build); columns are padded to twice it.
 VW = 16
-#: Rows per block inside the kernel (row ranges are multiples of it).
+#: Rows per block inside the kernel (row ranges are multiples of it; the same for every build).
 RB = 8
 #: Fixed number of row ranges per batch (see module doc); threads beyond it are idle.
 RANGES = 4
