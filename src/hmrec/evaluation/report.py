@@ -174,7 +174,7 @@ def plot_metrics(metrics: Mapping[str, Mapping[str, float]], path: Path,
 
 def normalise_history(history: Mapping[str, Sequence[float]] | Sequence[Mapping[str, Any]]) -> dict[str, list[float]]:
     """Dict of lists from either a dict of lists or per-epoch records (the retrieval
-    trainer's ``TrainResult.history_dicts()``); non-numeric and nested values are dropped."""
+    trainer's ``EpochStats`` as dicts); non-numeric and nested values are dropped."""
     if isinstance(history, Mapping):
         return {k: list(v) for k, v in history.items() if isinstance(v, Sequence) and not isinstance(v, str)}
     out: dict[str, list[float]] = {}

@@ -24,7 +24,7 @@ import os
 import time
 import warnings
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field, replace
 from typing import Callable
 
 import numpy as np
@@ -80,9 +80,6 @@ class TrainResult:
     seconds: float
     #: every model-selection point: {"epoch", "rows" (seen since the start), metric, "best"}
     checkpoints: list[dict] = field(default_factory=list)
-
-    def history_dicts(self) -> list[dict]:
-        return [asdict(h) for h in self.history]
 
 
 # ---------------------------------------------------------------------------------------
@@ -512,10 +509,78 @@ def evaluate(
     return {"two_tower": model_metrics(model, split, articles_df, config, prior), **baseline_metrics(split, pop, config)}
 
 
-def _better(metric: str, new: float, best: float | None) -> bool:
-    if best is None or math.isnan(best):
-        return not math.isnan(new)
-    return new < best if metric == "val_retrieval_loss" else new > best
+def _epoch_stats(epoch: int, engine: StepEngine, prep: Prepared, config: TwoTowerConfig,
+                 epoch_split: EvalSplit | None, loss_sum: float, seen: int, train_seconds: float) -> EpochStats:
+    """Losses, throughput and (sampled) validation metrics at the end of an epoch."""
+    engine.flush()
+    reg = regularization_loss(prep.model, config.weight_decay)
+    train_loss = loss_sum / seen
+    val_loss = engine.mean_loss(prep.val, config.batch_size) if prep.val is not None else float("nan")
+    metrics = model_metrics(prep.model, epoch_split, prep.articles, config) if epoch_split is not None else {}
+    return EpochStats(
+        epoch=epoch, train_retrieval_loss=train_loss, train_regularization_loss=reg, train_total_loss=train_loss + reg,
+        val_retrieval_loss=val_loss, val_regularization_loss=reg, val_total_loss=val_loss + reg,
+        samples_per_second=seen / train_seconds if train_seconds > 0 else float("inf"),
+        train_seconds=train_seconds, metrics=metrics, rows=seen,
+    )
+
+
+class ModelSelection:
+    """Keeps the best weights by a validation metric and decides when patience has run out.
+
+    A selection point is the end of an epoch or, inside a long epoch, a checkpoint every
+    ``eval_every_rows`` rows; both count the same toward patience.
+    """
+
+    def __init__(self, model: TwoTowerModel, metric: str, patience: int | None, keep_best: bool) -> None:
+        self.model, self.metric, self.patience, self.keep_best = model, metric, patience, keep_best
+        self.best_epoch, self.best_value, self.best_state = 0, None, None
+        self.stale = 0
+        self.checkpoints: list[dict] = []
+
+    def better(self, value: float) -> bool:
+        """True when ``value`` beats the best so far (lower for a loss, higher otherwise)."""
+        if self.best_value is None or math.isnan(self.best_value):
+            return not math.isnan(value)
+        return value < self.best_value if self.metric == "val_retrieval_loss" else value > self.best_value
+
+    def record(self, epoch: int, rows: int, value: float) -> bool:
+        """Record a selection point; True when patience says stop."""
+        better = self.better(value)
+        if better:
+            self.best_epoch, self.best_value, self.stale = epoch, value, 0
+            if self.keep_best:
+                self.best_state = copy.deepcopy(self.model.state_dict())
+        else:
+            self.stale += 1
+        self.checkpoints.append({"epoch": epoch, "rows": rows, self.metric: value, "best": better})
+        return self.patience is not None and self.stale >= self.patience
+
+    def restore_best(self) -> None:
+        if self.keep_best and self.best_state is not None:
+            self.model.load_state_dict(self.best_state)
+
+
+class InEpochCheck:
+    """The model-selection point inside a long epoch, called by run_epoch every ``every`` batches."""
+
+    def __init__(self, every: int, batch_size: int, measure: Callable[[], float], selection: ModelSelection,
+                 engine: StepEngine) -> None:
+        self.every, self.batch_size, self.measure = every, batch_size, measure
+        self.selection, self.engine = selection, engine
+        self.epoch, self.rows_before, self.rows_in_epoch = 0, 0, 0
+        self.seconds, self.stopped = 0.0, False
+
+    def start_epoch(self, epoch: int, rows_before: int) -> None:
+        self.epoch, self.rows_before, self.rows_in_epoch, self.seconds = epoch, rows_before, 0, 0.0
+
+    def __call__(self) -> bool:
+        t = time.perf_counter()
+        self.rows_in_epoch += self.every * self.batch_size
+        self.engine.flush()
+        self.stopped = self.selection.record(self.epoch, self.rows_before + self.rows_in_epoch, self.measure())
+        self.seconds += time.perf_counter() - t
+        return self.stopped
 
 
 def train(
@@ -540,110 +605,52 @@ def train(
         prep = prepare(train_df, val_df, articles_df, config)
         model = prep.model
         model.train()
-        if parallel is None:
-            engine = StepEngine(model, config, prep.catalogue, prep.log_q)
-            shard = (0, 1)
-        else:
-            engine = StepEngine(
-                model,
-                config,
-                prep.catalogue,
-                prep.log_q,
-                dense_module=parallel.wrap_dense(_DenseTowers(model)),
-                sparse_sync=parallel.sparse_sync,
-            )
-            shard = (parallel.rank, parallel.world)
+        engine = StepEngine(model, config, prep.catalogue, prep.log_q, **({} if parallel is None else dict(
+            dense_module=parallel.wrap_dense(_DenseTowers(model)), sparse_sync=parallel.sparse_sync)))
+        shard = (0, 1) if parallel is None else (parallel.rank, parallel.world)
         gen = torch.Generator().manual_seed(config.seed)
         history: list[EpochStats] = []
-        checkpoints: list[dict] = []
-        best_epoch, best_value, best_state = 0, None, None
-        metric = config.best_metric if (config.eval_every_epoch and prep.val_split is not None) else "val_retrieval_loss"
-        stale = 0
         epoch_split = None
         if config.eval_every_epoch and prep.val_split is not None:
             epoch_split = prep.val_split
             if config.epoch_eval_rows is not None:
                 epoch_split = subsample_split(prep.val_split, config.epoch_eval_rows, config.seed)
-        rows_before = 0  # training rows of the finished epochs (all ranks)
-        epoch = 0
-
-        def select(value: float, rows: int) -> bool:
-            """Record a model-selection point; True when patience says stop."""
-            nonlocal best_epoch, best_value, best_state, stale
-            better = _better(metric, value, best_value)
-            if better:
-                best_epoch, best_value, stale = epoch, value, 0
-                if config.restore_best:
-                    best_state = copy.deepcopy(model.state_dict())
-            else:
-                stale += 1
-            checkpoints.append({"epoch": epoch, "rows": rows, metric: value, "best": better})
-            return config.patience is not None and stale >= config.patience
-
-        in_epoch, stop_now, eval_seconds = [0], [False], [0.0]
-        checkpoint = None
+        metric = config.best_metric if epoch_split is not None else "val_retrieval_loss"
+        selection = ModelSelection(model, metric, config.patience, config.restore_best)
+        check = None
         if epoch_split is not None and config.eval_every_rows:
-            every = max(1, math.ceil(config.eval_every_rows / config.batch_size))
-
-            def mid_epoch() -> bool:
-                # a model-selection point inside a long epoch: same metric, same patience rule
-                tc = time.perf_counter()
-                in_epoch[0] += every * config.batch_size
-                engine.flush()
-                value = model_metrics(model, epoch_split, prep.articles, config).get(metric, float("nan"))
-                stop_now[0] = select(value, rows_before + in_epoch[0])
-                eval_seconds[0] += time.perf_counter() - tc
-                return stop_now[0]
-
-            checkpoint = (every, mid_epoch)
+            check = InEpochCheck(
+                max(1, math.ceil(config.eval_every_rows / config.batch_size)), config.batch_size,
+                lambda: model_metrics(model, epoch_split, prep.articles, config).get(metric, float("nan")),
+                selection, engine)
+        rows_before = 0  # training rows of the finished epochs (all ranks)
         for epoch in range(1, config.num_epochs + 1):
             te = time.perf_counter()
-            in_epoch[0], eval_seconds[0] = 0, 0.0
-            loss_sum, seen = run_epoch(
-                engine, prep.train, config.batch_size, gen, on_batch, shard, config.batching, checkpoint
-            )
-            train_seconds = time.perf_counter() - te - eval_seconds[0]
+            if check is not None:
+                check.start_epoch(epoch, rows_before)
+            loss_sum, seen = run_epoch(engine, prep.train, config.batch_size, gen, on_batch, shard, config.batching,
+                                       None if check is None else (check.every, check))
+            train_seconds = time.perf_counter() - te - (check.seconds if check is not None else 0.0)
             if parallel is not None:
                 loss_sum, seen_f = parallel.all_reduce_sum([loss_sum, float(seen)])
                 seen = int(round(seen_f))
-            engine.flush()
-            reg = regularization_loss(model, config.weight_decay)
-            train_loss = loss_sum / seen
-            val_loss = engine.mean_loss(prep.val, config.batch_size) if prep.val is not None else float("nan")
-            metrics = {}
-            if epoch_split is not None:
-                metrics = model_metrics(model, epoch_split, prep.articles, config)
-            stats = EpochStats(
-                epoch=epoch,
-                train_retrieval_loss=train_loss,
-                train_regularization_loss=reg,
-                train_total_loss=train_loss + reg,
-                val_retrieval_loss=val_loss,
-                val_regularization_loss=reg,
-                val_total_loss=val_loss + reg,
-                samples_per_second=seen / train_seconds if train_seconds > 0 else float("inf"),
-                train_seconds=train_seconds,
-                metrics=metrics,
-                rows=seen,
-            )
+            stats = _epoch_stats(epoch, engine, prep, config, epoch_split, loss_sum, seen, train_seconds)
             history.append(stats)
             rows_before += seen
             if on_epoch is not None:
                 on_epoch(stats)
-            if stop_now[0]:
+            if check is not None and check.stopped:
                 break
-            value = stats.val_retrieval_loss if metric == "val_retrieval_loss" else metrics.get(metric, float("nan"))
-            if select(value, rows_before):
+            value = stats.val_retrieval_loss if metric == "val_retrieval_loss" else stats.metrics.get(metric, float("nan"))
+            if selection.record(epoch, rows_before, value):
                 break
-        if best_epoch == 0:
-            best_epoch = len(history)
-        if config.restore_best and best_state is not None:
-            model.load_state_dict(best_state)
+        selection.restore_best()
         model.eval()
         results: dict[str, dict[str, float]] = {}
         if prep.val_split is not None:
             results["two_tower"] = model_metrics(model, prep.val_split, prep.articles, config)
             results.update(baseline_metrics(prep.val_split, prep.popularity, config))
-        return TrainResult(model, history, best_epoch, results, config, time.perf_counter() - t0, checkpoints)
+        best_epoch = selection.best_epoch or len(history)
+        return TrainResult(model, history, best_epoch, results, config, time.perf_counter() - t0, selection.checkpoints)
     finally:
         torch.set_num_threads(old_threads)
