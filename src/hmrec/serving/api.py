@@ -492,10 +492,10 @@ def _answer_batch(items: list[tuple[FourStageRecommender, RecommendationRequest]
 
 
 #: How long a thread may hold the GIL while another waits for it (Python's default: 5 ms).
-#: POST /events runs in the thread pool and takes and gives back the GIL a dozen times
-#: (fsync, SQLite, Polars release it); with the event loop busy answering a batch, each
-#: take waited up to the full interval, so an event took ~50 ms and the mixed load's p99
-#: was set by events. 0.5 ms bounds each wait at a tenth of that.
+#: The threads besides the event loop (a reload loading models, an event waiting out a
+#: reload in the pool) then delay the loop by at most 0.5 ms at a time. (It did not cure
+#: the slow events of the thread pool by itself: their waits are for C calls that hold the
+#: GIL, which is why events now run on the loop.)
 GIL_SWITCH_INTERVAL_S = 0.0005
 
 
