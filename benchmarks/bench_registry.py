@@ -93,7 +93,7 @@ def _register_towers(reg, fingerprint) -> dict[str, float]:
             "month_cos": np.cos(2 * math.pi * month / 12),
         }
     )
-    model = TwoTowerModel.fit(rows, articles, TwoTowerConfig())
+    model = TwoTowerModel.untrained(rows, articles, TwoTowerConfig())
     fv = {"name": "retrieval", "version": 1, "columns": rows.columns}
     data_fp = fingerprint(rows)
     seconds = {}

@@ -28,7 +28,7 @@ def test_top_k_equals_brute_force():
 
 def test_built_from_model_matches_item_tower_and_round_trips(tmp_path):
     train_df, val_df, articles = toy_data(n_customers=40, n_articles=60, purchases=5, seed=2)
-    model = TwoTowerModel.fit(train_df, articles)
+    model = TwoTowerModel.untrained(train_df, articles)
     index = CandidateIndex.build(model, articles)
     assert len(index) == articles.height
     np.testing.assert_array_equal(index.embeddings, model.item_tower.embed(articles))

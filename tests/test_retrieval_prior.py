@@ -50,7 +50,7 @@ def test_refresh_moves_the_window_and_keeps_log_q():
 
 def test_model_embeddings_carry_the_prior_as_one_score_column(tmp_path):
     train_df, val_df, articles = toy_data(n_customers=50, n_articles=60, purchases=6, seed=4)
-    model = TwoTowerModel.fit(train_df, articles)
+    model = TwoTowerModel.untrained(train_df, articles)
     plain_q, plain_i = model.query_tower.embed(val_df), model.item_tower.embed(articles)
     prior = PopularityPrior.fit(train_df, articles["article_id"], train_df=train_df)
     model.set_prior(prior)

@@ -20,7 +20,7 @@ from hmrec.retrieval.prior import PopularityPrior
 @pytest.fixture(scope="module")
 def parts():
     train, val, articles = toy_data(n_customers=60, n_articles=80, purchases=10, seed=3)
-    model = TwoTowerModel.fit(train, articles, TwoTowerConfig(seed=3))  # untrained, seeded: enough here
+    model = TwoTowerModel.untrained(train, articles, TwoTowerConfig(seed=3))  # untrained, seeded: enough here
     model.set_prior(PopularityPrior.fit(train, articles["article_id"], days=7, train_df=train))
     index = CandidateIndex.build(model, articles)
     customers = train.select("customer_id", "age").unique("customer_id", keep="first").sort("customer_id")

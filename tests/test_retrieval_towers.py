@@ -19,7 +19,7 @@ def data():
 
 def test_tower_output_shapes_and_dtype(data):
     train_df, val_df, articles = data
-    model = TwoTowerModel.fit(train_df, articles, TwoTowerConfig(embedding_dim=8, hidden_dims=(12,), output_dim=5))
+    model = TwoTowerModel.untrained(train_df, articles, TwoTowerConfig(embedding_dim=8, hidden_dims=(12,), output_dim=5))
     q = model.query_tower.embed(val_df)
     i = model.item_tower.embed(articles)
     assert q.shape == (val_df.height, 5) and q.dtype == np.float32
@@ -45,7 +45,7 @@ def test_unknown_and_null_values_map_to_the_oov_bucket(data):
     codes = f.codes(frame)
     assert codes[0] == f.vocab.to_list().index(known) + 1
     assert codes[1] == OOV and codes[2] == OOV
-    model = TwoTowerModel.fit(train_df, articles)
+    model = TwoTowerModel.untrained(train_df, articles)
     row = train_df.head(1)
     unseen = row.with_columns(pl.lit("e" * 64).alias("customer_id"))
     also_unseen = row.with_columns(pl.lit("d" * 64).alias("customer_id"))
@@ -72,8 +72,8 @@ def test_adding_a_feature_is_configuration(data):
     train_df, val_df, articles = data
     cfg = TwoTowerConfig()
     wider = TwoTowerConfig(query_features=cfg.query_features + (one_hot("club_member_status"),))
-    base = TwoTowerModel.fit(train_df, articles, cfg)
-    model = TwoTowerModel.fit(train_df, articles, wider)
+    base = TwoTowerModel.untrained(train_df, articles, cfg)
+    model = TwoTowerModel.untrained(train_df, articles, wider)
     n_status = train_df["club_member_status"].n_unique() + 1
     assert model.query_tower.mlp[0].in_features == base.query_tower.mlp[0].in_features + n_status
     assert model.query_tower.embed(val_df).shape == (val_df.height, 16)
@@ -81,14 +81,14 @@ def test_adding_a_feature_is_configuration(data):
 
 def test_missing_column_is_a_clear_error(data):
     train_df, _, articles = data
-    model = TwoTowerModel.fit(train_df, articles)
+    model = TwoTowerModel.untrained(train_df, articles)
     with pytest.raises(ValueError, match="'age'"):
         model.query_tower.embed(train_df.drop("age"))
 
 
 def test_save_load_gives_identical_embeddings(data, tmp_path):
     train_df, val_df, articles = data
-    model = TwoTowerModel.fit(train_df, articles, TwoTowerConfig(seed=5))
+    model = TwoTowerModel.untrained(train_df, articles, TwoTowerConfig(seed=5))
     with torch.no_grad():  # make the weights differ from any fresh initialisation
         for p in model.parameters():
             p.add_(0.01 * torch.randn_like(p))

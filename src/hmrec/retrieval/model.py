@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from hmrec.retrieval.config import TwoTowerConfig
-from hmrec.retrieval.features import FeatureSpec, FittedFeature, fit_feature
+from hmrec.retrieval.features import FittedFeature, fit_feature
 from hmrec.retrieval.prior import PopularityPrior
 from hmrec.retrieval.towers import Tower
 from hmrec.store.atomic import replaced_folder
@@ -40,7 +40,7 @@ class TwoTowerModel(nn.Module):
 
     # ---- building ------------------------------------------------------------------------
     @classmethod
-    def fit(
+    def untrained(
         cls,
         train_df: pl.DataFrame,
         articles_df: pl.DataFrame,
@@ -147,10 +147,3 @@ class TwoTowerModel(nn.Module):
         model.load_state_dict(state)
         model.eval()
         return model
-
-    def feature_specs(self) -> dict[str, list[FeatureSpec]]:
-        """The specs of each tower (e.g. for a registry signature)."""
-        return {
-            "query": [f.spec for f in self.query_tower.features],
-            "item": [f.spec for f in self.item_tower.features],
-        }

@@ -407,7 +407,7 @@ def prepare(
     """Fit the towers on the training split and encode every split once."""
     if train_df.height == 0:
         raise ValueError("training split is empty")
-    model = TwoTowerModel.fit(train_df, articles_df, config)
+    model = TwoTowerModel.untrained(train_df, articles_df, config)
     catalogue_ids = articles_df["article_id"].cast(pl.String)
     if config.popularity_prior_days is not None:
         model.set_prior(fit_prior(train_df, catalogue_ids, config))
