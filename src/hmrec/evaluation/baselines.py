@@ -27,6 +27,7 @@ from threadpoolctl import threadpool_limits
 
 from hmrec.evaluation.split import EvaluationInputError
 from hmrec.features.customers import AGE_UNKNOWN, age_group_expr
+from hmrec.retrieval.best_sellers import best_seller_counts
 
 Recommendations = dict[str, list[str]]
 
@@ -59,17 +60,12 @@ def popularity_ranking(history: pl.DataFrame, window_days: int = 7) -> list[str]
     Articles not sold in the window follow, by all-time sales, so the list is long
     enough for any k; ties go to the smaller article id.
     """
-    last_day: dt.date = history["t_dat"].max()
-    start = last_day - dt.timedelta(days=window_days - 1)
-    ranked = (
-        history.group_by("article_id")
-        .agg(
-            (pl.col("t_dat") >= start).sum().alias("recent"),
-            pl.len().alias("total"),
-        )
-        .sort(["recent", "total", "article_id"], descending=[True, True, False])
-    )
-    return ranked["article_id"].to_list()
+    return best_seller_counts(history, _day_after(history), window_days, all_articles=True)["article_id"].to_list()
+
+
+def _day_after(history: pl.DataFrame) -> dt.date:
+    """The day after the history's last: the baselines' as-of day (their window ends with the history)."""
+    return history["t_dat"].max() + dt.timedelta(days=1)
 
 
 def _requested(customer_ids: Sequence[str]) -> pl.DataFrame:
@@ -156,15 +152,10 @@ class PopularityByAgeBaseline(_Baseline):
         groups = customers.select("customer_id", age_group_expr(pl.col("age")).alias("age_group"))
         # kept as a frame: looked up per request by a join, not a dict of every customer
         self.customer_group_ = groups
-        last_day: dt.date = history["t_dat"].max()
-        start = last_day - dt.timedelta(days=self.window_days - 1)
+        known = groups.lazy().filter(pl.col("age_group") != AGE_UNKNOWN)
         recent = (
-            history.filter(pl.col("t_dat") >= start)
-            .join(groups, on="customer_id", how="inner")
-            .filter(pl.col("age_group") != AGE_UNKNOWN)
-            .group_by("age_group", "article_id")
-            .agg(pl.len().alias("n"))
-            .sort(["age_group", "n", "article_id"], descending=[False, True, False])
+            best_seller_counts(history.lazy().join(known, on="customer_id", how="inner"), _day_after(history),
+                               self.window_days, by="age_group")
             .group_by("age_group", maintain_order=True)
             .agg(pl.col("article_id"))
         )

@@ -18,6 +18,7 @@ import polars as pl
 
 from hmrec.ranking.interactions import PairScorer
 from hmrec.ranking.negatives import CandidateFn, candidate_lists_to_frame
+from hmrec.retrieval.best_sellers import best_sellers
 
 
 class BlendedCandidates:
@@ -50,19 +51,7 @@ class BlendedCandidates:
     def popular(self, as_of: date) -> list[str]:
         """The n_popular best sellers of the popular_days days before as_of (ties by id)."""
         if as_of not in self._popular:
-            top = (
-                self.transactions.lazy()
-                .filter(
-                    (pl.col("t_dat") < as_of)
-                    & (pl.col("t_dat") >= as_of - timedelta(days=self.popular_days))
-                )
-                .group_by("article_id")
-                .agg(pl.len().alias("n"))
-                .sort(["n", "article_id"], descending=[True, False])
-                .head(self.n_popular)
-                .collect()
-            )
-            self._popular[as_of] = top["article_id"].to_list()
+            self._popular[as_of] = best_sellers(self.transactions, as_of, self.popular_days, self.n_popular)
         return self._popular[as_of]
 
     def recent_purchases(self, customer_ids: list[str], as_of: date) -> dict[str, list[str]]:

@@ -48,6 +48,7 @@ from hmrec.ranking.metrics import (
 )
 from hmrec.ranking.model import RankingModel
 from hmrec.ranking.negatives import CandidateFn, candidate_frame
+from hmrec.retrieval.best_sellers import best_sellers
 from hmrec.store.atomic import write_json
 
 Progress = Callable[[str], None]
@@ -120,22 +121,6 @@ def purchases_by_customer(
         .collect()
     )
     return {c: set(a) for c, a in zip(bought["customer_id"].to_list(), bought["article_id"].to_list())}
-
-
-def global_popularity(
-    transactions: pl.DataFrame | pl.LazyFrame, as_of: date, k: int = K_DEFAULT, days: int = 7
-) -> list[str]:
-    """The k best-selling articles of the `days` days before `as_of` (the DESIGN baseline)."""
-    top = (
-        transactions.lazy()
-        .filter((pl.col("t_dat") < as_of) & (pl.col("t_dat") >= as_of - timedelta(days=days)))
-        .group_by("article_id")
-        .agg(pl.len().alias("n"))
-        .sort(["n", "article_id"], descending=[True, False])
-        .head(k)
-        .collect()
-    )
-    return top["article_id"].to_list()
 
 
 def candidate_features(
@@ -396,7 +381,7 @@ def train_ranking(
         tx, articles, customers, eval_customers, validation_window.start, candidates, k, pair_scorer
     )
     metrics = evaluate_reranking(
-        models, cand_rows, actual, global_popularity(tx, validation_window.start)
+        models, cand_rows, actual, best_sellers(tx, validation_window.start, 7, K_DEFAULT)
     )
     metrics["catboost"].update(classification_metrics(valid_labels, valid_scores))
     importance = main.feature_importance()
@@ -454,7 +439,6 @@ __all__ = [
     "comparisons_skipped",
     "default_windows",
     "evaluate_reranking",
-    "global_popularity",
     "plot_feature_importance",
     "purchases_by_customer",
     "ranked_lists",

@@ -15,6 +15,7 @@ import numpy as np
 import polars as pl
 
 from hmrec.features.on_demand import month_cos, month_sin
+from hmrec.retrieval.best_sellers import best_sellers
 from hmrec.retrieval.index import CandidateIndex
 from hmrec.retrieval.model import TwoTowerModel
 
@@ -29,17 +30,6 @@ def query_rows(customers: pl.DataFrame, customer_ids: list[str], as_of: date, co
     return rows.with_columns(
         pl.lit(month_sin(as_of), dtype=pl.Float32).alias("month_sin"),
         pl.lit(month_cos(as_of), dtype=pl.Float32).alias("month_cos"),
-    )
-
-
-def best_sellers(history: pl.DataFrame, as_of: date, days: int, n: int) -> list[str]:
-    """The n articles sold most in the `days` days before `as_of` (ties: smaller id first)."""
-    start = as_of - timedelta(days=days)
-    return (
-        history.filter((pl.col("t_dat") >= start) & (pl.col("t_dat") < as_of))
-        .group_by("article_id").agg(pl.len().alias("n"))
-        .sort(["n", "article_id"], descending=[True, False])
-        .head(n)["article_id"].to_list()
     )
 
 

@@ -29,6 +29,7 @@ import polars as pl
 import torch
 
 from hmrec.retrieval import native_ranks
+from hmrec.retrieval.best_sellers import best_seller_counts
 
 #: Upper bound on the number of scores held at once while ranking (64 MB of fp32).
 MAX_CHUNK_ELEMENTS = 1 << 24
@@ -257,16 +258,13 @@ def popularity_scores(train_df: pl.DataFrame, catalogue_ids: pl.Series, days: in
     last = train_df["t_dat"].max()
     if last is None:
         raise ValueError("training split is empty: no popularity baseline")
-    start = last - timedelta(days=days - 1)
-    counts = (
-        train_df.select(pl.col("article_id").cast(pl.String), "t_dat")
-        .group_by("article_id")
-        .agg(pl.len().alias("all"), (pl.col("t_dat") >= start).sum().alias("week"))
-    )
+    # the `days` days up to and including the last day; every article sold, with its all-time total
+    counts = best_seller_counts(train_df.select(pl.col("article_id").cast(pl.String), "t_dat"),
+                                last + timedelta(days=1), days, all_articles=True)
     cat = pl.DataFrame({"article_id": catalogue_ids.cast(pl.String)})
     joined = cat.join(counts, on="article_id", how="left", maintain_order="left").fill_null(0)
-    week = joined["week"].to_numpy().astype(np.float64)
-    total = joined["all"].to_numpy().astype(np.float64)
+    week = joined["sales"].to_numpy().astype(np.float64)
+    total = joined["total"].to_numpy().astype(np.float64)
     return week * (total.max() + 1.0) + total
 
 

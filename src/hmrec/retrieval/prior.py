@@ -26,6 +26,8 @@ from datetime import date, timedelta
 import numpy as np
 import polars as pl
 
+from hmrec.retrieval.best_sellers import best_seller_counts
+
 
 @dataclass
 class PopularityPrior:
@@ -60,15 +62,9 @@ class PopularityPrior:
         end = as_of if as_of is not None else transactions["t_dat"].max()
         if end is None:
             raise ValueError("popularity prior: no transactions to compute it from")
-        start = end - timedelta(days=days - 1)
-        recent = (
-            transactions.lazy()
-            .filter(pl.col("t_dat").is_between(start, end))
-            .select(pl.col("article_id").cast(pl.String))
-            .group_by("article_id")
-            .agg(pl.len().alias("recent"))
-            .collect()
-        )
+        # the `days` days up to and including `end`
+        recent = best_seller_counts(transactions, end + timedelta(days=1), days).select(
+            pl.col("article_id").cast(pl.String), pl.col("sales").alias("recent"))
         denom = float(recent["recent"].sum()) + smoothing * cat.height
         joined = cat.join(recent, on="article_id", how="left", maintain_order="left").fill_null(0)
         log_recent = np.log((joined["recent"].to_numpy().astype(np.float64) + smoothing) / denom)
