@@ -150,7 +150,8 @@ def test_run_evaluation_on_generated_data(raw, tmp_path):
 def test_list_and_candidate_scores_do_not_depend_on_customer_order_or_batches():
     import numpy as np
 
-    from hmrec.evaluation.metrics import CandidateScores, ListScores
+    from hmrec.evaluation.candidate_scores import CandidateScores
+    from hmrec.retrieval.list_metrics import ListScores
 
     rng = np.random.default_rng(3)
     actual = {f"c{i}": [f"a{j}" for j in rng.choice(40, size=int(rng.integers(1, 15)), replace=False)]

@@ -9,10 +9,10 @@ import numpy as np
 import polars as pl
 import pytest
 
+from hmrec.retrieval.list_metrics import per_query_metrics
 from hmrec.retrieval.metrics import (
     evaluate_popularity,
     make_eval_split,
-    per_query_metrics,
     popularity_scores,
     random_ranks,
     ranks_of_targets,

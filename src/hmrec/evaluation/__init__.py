@@ -11,6 +11,7 @@ from hmrec.evaluation.baselines import (
     RepurchasePopularityBaseline,
     popularity_ranking,
 )
+from hmrec.evaluation.candidate_scores import candidate_scores
 from hmrec.evaluation.evaluate import (
     REPORT_FILE,
     EvaluationResult,
@@ -23,8 +24,11 @@ from hmrec.evaluation.evaluate import (
     run_evaluation,
     write_evaluation,
 )
-from hmrec.evaluation.intervals import bootstrap_interval, paired_difference, summary_line
-from hmrec.evaluation.metrics import candidate_scores, list_scores, recall_at_k
+from hmrec.evaluation.intervals import (
+    bootstrap_interval,
+    paired_difference,
+    summary_line,
+)
 from hmrec.evaluation.report import (
     REPORT_DIR,
     CustomerExample,
@@ -33,7 +37,12 @@ from hmrec.evaluation.report import (
     write_evaluation_report,
     write_report,
 )
-from hmrec.evaluation.split import EvaluationInputError, EvaluationSplit, split_test_week
+from hmrec.evaluation.split import (
+    EvaluationInputError,
+    EvaluationSplit,
+    split_test_week,
+)
+from hmrec.retrieval.list_metrics import list_scores, recall_at_k
 
 __all__ = [
     "BASELINES",

@@ -41,14 +41,20 @@ from hmrec.evaluation.baselines import (
     PopularityByAgeBaseline,
     RepurchasePopularityBaseline,
 )
-from hmrec.evaluation.intervals import (BOOTSTRAP_SEED, LEVEL, N_RESAMPLES, bootstrap_interval,
-                                       paired_difference)
-from hmrec.evaluation.metrics import CandidateScores, ListScores
+from hmrec.evaluation.candidate_scores import CandidateScores
+from hmrec.evaluation.intervals import (
+    BOOTSTRAP_SEED,
+    LEVEL,
+    N_RESAMPLES,
+    bootstrap_interval,
+    paired_difference,
+)
 from hmrec.evaluation.split import (
     EvaluationInputError,
     EvaluationSplit,
     split_test_week,
 )
+from hmrec.retrieval.list_metrics import ListScores
 from hmrec.store.atomic import write_json
 
 #: recommend(customer_ids, k) -> {customer_id: [article_id, ...]} (best first)

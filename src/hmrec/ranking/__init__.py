@@ -8,14 +8,18 @@ Public API (see each module for details)::
     random_negatives, retrieval_negatives, candidate_frame            # negatives.py
     RankingModel                                                      # model.py
     train_ranking, default_windows, evaluate_reranking                # trainer.py
-    average_precision_at_k, ndcg_at_k, list_metrics,
-    classification_metrics, classification_report_text                # metrics.py
+    classification_metrics, classification_report_text                # classification.py
+    average_precision_at_k, ndcg_at_k, list_metrics     # hmrec.retrieval.list_metrics (shared)
     feature_separation, null_pattern_leaks                            # leakage.py
     load_inputs, ranking_feature_view                                 # inputs.py (store)
     BlendedCandidates                                                 # candidates.py
 """
 
 from hmrec.ranking.candidates import BlendedCandidates
+from hmrec.ranking.classification import (
+    classification_metrics,
+    classification_report_text,
+)
 from hmrec.ranking.dataset import (
     ARTICLE_FEATURES,
     CONTEXT_FEATURES,
@@ -31,6 +35,7 @@ from hmrec.ranking.dataset import (
     month_columns,
     sample_customers,
 )
+from hmrec.ranking.inputs import RankingInputs, load_inputs, ranking_feature_view
 from hmrec.ranking.interactions import (
     DAYS_SINCE_NEVER,
     INTERACTION_FEATURES,
@@ -38,16 +43,13 @@ from hmrec.ranking.interactions import (
     PairScorer,
     add_interaction_features,
 )
-from hmrec.ranking.inputs import RankingInputs, load_inputs, ranking_feature_view
 from hmrec.ranking.leakage import feature_separation, null_pattern_leaks
-from hmrec.ranking.metrics import (
-    average_precision_at_k,
-    classification_metrics,
-    classification_report_text,
-    list_metrics,
-    ndcg_at_k,
+from hmrec.ranking.model import (
+    RankingModel,
+    categorical_columns,
+    categorical_frame,
+    to_pool,
 )
-from hmrec.ranking.model import RankingModel, categorical_columns, categorical_frame, to_pool
 from hmrec.ranking.negatives import (
     CandidateFn,
     candidate_frame,
@@ -61,6 +63,7 @@ from hmrec.ranking.trainer import (
     evaluate_reranking,
     train_ranking,
 )
+from hmrec.retrieval.list_metrics import average_precision_at_k, list_metrics, ndcg_at_k
 
 __all__ = [
     "ARTICLE_FEATURES",

@@ -30,6 +30,10 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
+from hmrec.ranking.classification import (
+    classification_metrics,
+    classification_report_text,
+)
 from hmrec.ranking.dataset import (
     ID_COLUMNS,
     LABEL,
@@ -40,15 +44,10 @@ from hmrec.ranking.dataset import (
 )
 from hmrec.ranking.interactions import TWO_TOWER_SCORE, PairScorer
 from hmrec.ranking.leakage import null_pattern_leaks
-from hmrec.ranking.metrics import (
-    K_DEFAULT,
-    classification_metrics,
-    classification_report_text,
-    list_metrics,
-)
 from hmrec.ranking.model import RankingModel
 from hmrec.ranking.negatives import CandidateFn, candidate_frame
 from hmrec.retrieval.best_sellers import best_sellers
+from hmrec.retrieval.list_metrics import K_DEFAULT, list_metrics
 from hmrec.store.atomic import write_json
 
 Progress = Callable[[str], None]

@@ -7,8 +7,8 @@ stable sort gives). From ranks:
 - top-K accuracy: per evaluation ROW (customer, purchased article, with its own request
   context), 1 if rank < K; averaged over rows (the Hopsworks H&M tutorial's "top-100 accuracy").
 - per-customer Recall@K, Precision@K, NDCG@K (binary relevance) and MRR over the
-  distinct articles each customer bought in the window, scored with one query per
-  customer (its earliest row in the window, i.e. the request at the start of the
+  distinct articles each customer bought in the window (the formulas: list_metrics.py),
+  scored with one query per customer (its earliest row in the window, i.e. the request at the start of the
   window); averaged over customers with at least one purchase. MRR uses the full
   ranking (no cut-off).
 
@@ -30,6 +30,7 @@ import torch
 
 from hmrec.retrieval import native_ranks
 from hmrec.retrieval.best_sellers import best_seller_counts
+from hmrec.retrieval.list_metrics import per_query_metrics, sorted_groups
 
 #: Upper bound on the number of scores held at once while ranking (64 MB of fp32).
 MAX_CHUNK_ELEMENTS = 1 << 24
@@ -95,49 +96,19 @@ def top_k_accuracy(ranks: np.ndarray, ks: tuple[int, ...]) -> dict[str, float]:
     return {f"top_{k}_accuracy": float(np.mean(ranks < k)) for k in ks}
 
 
-def per_query_metrics(query_index: np.ndarray, ranks: np.ndarray, ks: tuple[int, ...]) -> dict[str, float]:
-    """Mean Recall@K, Precision@K, NDCG@K and MRR over queries with >= 1 relevant target.
-
-    Targets of a query must be distinct items (one rank per relevant item).
-    """
-    qi = np.asarray(query_index, dtype=np.int64)
-    ranks = np.asarray(ranks, dtype=np.int64)
-    if qi.size == 0:
-        return {**{f"{m}_at_{k}": float("nan") for k in ks for m in ("recall", "precision", "ndcg")}, "mrr": float("nan")}
-    _, q = np.unique(qi, return_inverse=True)
-    n_q = int(q.max()) + 1
-    n_rel = np.bincount(q, minlength=n_q).astype(np.float64)
-    out: dict[str, float] = {}
-    gain = 1.0 / np.log2(ranks + 2.0)
-    for k in ks:
-        hit = ranks < k
-        hits = np.bincount(q, weights=hit.astype(np.float64), minlength=n_q)
-        dcg = np.bincount(q, weights=np.where(hit, gain, 0.0), minlength=n_q)
-        ideal_cum = np.concatenate([[0.0], np.cumsum(1.0 / np.log2(np.arange(k) + 2.0))])
-        idcg = ideal_cum[np.minimum(n_rel, k).astype(np.int64)]
-        out[f"recall_at_{k}"] = float(np.mean(hits / n_rel))
-        out[f"precision_at_{k}"] = float(np.mean(hits / k))
-        out[f"ndcg_at_{k}"] = float(np.mean(dcg / idcg))
-    best = np.full(n_q, np.iinfo(np.int64).max)
-    np.minimum.at(best, q, ranks)
-    out["mrr"] = float(np.mean(1.0 / (best + 1.0)))
-    return out
-
-
 def random_ranks(query_index: np.ndarray, n_items: int, seed: int) -> np.ndarray:
     """Ranks under a uniformly random ranking per query: distinct random positions per query."""
     qi = np.asarray(query_index, dtype=np.int64)
     rng = np.random.default_rng(seed)
     out = np.empty(qi.size, dtype=np.int64)
-    sizes = np.bincount(qi) if qi.size else np.zeros(0, np.int64)
-    single = sizes[qi] == 1
+    order, starts = sorted_groups(qi)
+    sizes = np.diff(starts)
+    single = np.empty(qi.size, dtype=bool)
+    single[order] = np.repeat(sizes == 1, sizes)
     out[single] = rng.integers(0, n_items, size=int(single.sum()))
-    multi = np.flatnonzero(~single)
-    if multi.size:
-        order = multi[np.argsort(qi[multi], kind="stable")]
-        bounds = np.flatnonzero(np.diff(qi[order])) + 1
-        for group in np.split(order, bounds):
-            out[group] = rng.choice(n_items, size=group.size, replace=False)
+    for g in np.flatnonzero(sizes > 1):  # ascending query, rows in their order
+        group = order[starts[g]:starts[g + 1]]
+        out[group] = rng.choice(n_items, size=group.size, replace=False)
     return out
 
 

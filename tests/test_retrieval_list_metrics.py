@@ -1,4 +1,4 @@
-"""Ranking/classification metrics against hand-computed values."""
+"""The shared per-list metrics (AP@K Kaggle definition, NDCG@K) against hand-computed values."""
 
 from __future__ import annotations
 
@@ -7,12 +7,12 @@ import math
 import numpy as np
 import pytest
 
-from hmrec.ranking.metrics import (
+from hmrec.retrieval.list_metrics import (
     average_precision_at_k,
-    classification_metrics,
-    classification_report_text,
+    customer_order,
     list_metrics,
     ndcg_at_k,
+    sorted_groups,
 )
 
 
@@ -88,35 +88,6 @@ def test_list_metrics_key_names_follow_k() -> None:
     assert out == {"map_at_5": 1.0, "ndcg_at_5": 1.0, "n_customers": 1}
 
 
-def test_classification_metrics_hand_computed() -> None:
-    y = [1, 0, 1, 0]
-    s = [0.9, 0.6, 0.4, 0.1]  # predicted 1, 1, 0, 0
-    out = classification_metrics(y, s)
-    assert out["precision"] == pytest.approx(0.5)
-    assert out["recall"] == pytest.approx(0.5)
-    assert out["f1"] == pytest.approx(0.5)
-    # positive/negative pairs ordered right: (.9>.6), (.9>.1), (.4>.1); wrong: (.4<.6)
-    assert out["roc_auc"] == pytest.approx(0.75)
-
-
-def test_classification_metrics_one_class_gives_nan_auc() -> None:
-    out = classification_metrics([0, 0], [0.2, 0.7])
-    assert math.isnan(out["roc_auc"])
-    assert out["precision"] == 0.0
-
-
-def test_classification_metrics_shape_mismatch_raises() -> None:
-    with pytest.raises(ValueError, match="shape"):
-        classification_metrics([0, 1], [0.1])
-
-
-def test_classification_report_mentions_both_classes() -> None:
-    text = classification_report_text(np.array([1, 0, 1, 0]), np.array([0.9, 0.6, 0.4, 0.1]))
-    assert "precision" in text and "recall" in text
-    lines = [line.split() for line in text.splitlines() if line.strip()]
-    assert any(parts[:3] == ["1", "0.5000", "0.5000"] for parts in lines)
-
-
 def _many_customers(n: int = 300) -> tuple[dict, dict]:
     """Customers whose APs are many different fractions (hits at varied places of varied lists)."""
     rng = np.random.default_rng(3)
@@ -136,3 +107,17 @@ def test_list_metrics_do_not_depend_on_customer_order() -> None:
         keys = list(actual)
         np.random.default_rng(seed).shuffle(keys)
         assert list_metrics({c: actual[c] for c in keys}, predicted) == base
+
+
+def test_sorted_groups_orders_stably_and_marks_where_each_id_starts() -> None:
+    order, starts = sorted_groups(np.array([5, 3, 5, 1, 3, 5]))
+    assert order.tolist() == [3, 1, 4, 0, 2, 5]
+    assert starts.tolist() == [0, 1, 3, 6]
+    order, starts = sorted_groups(np.array([], dtype=np.int64))
+    assert order.tolist() == [] and starts.tolist() == [0]
+
+
+def test_customer_order_sorts_ids_and_refuses_a_customer_scored_twice() -> None:
+    assert customer_order(["c", "a", "b"]).tolist() == [1, 2, 0]
+    with pytest.raises(ValueError, match="'a' was scored twice"):
+        customer_order(["c", "a", "b", "a"])
