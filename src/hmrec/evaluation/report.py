@@ -34,7 +34,6 @@ from matplotlib.ticker import MaxNLocator
 from hmrec.evaluation.evaluate import EvaluationResult
 from hmrec.evaluation.intervals import summary_line, verdict
 from hmrec.evaluation.split import EvaluationSplit
-from hmrec.ranking.trainer import plot_feature_importance
 
 INDEX_FILE = "index.html"
 #: The report folder under <home>/reports.
@@ -214,6 +213,18 @@ def plot_training_history(
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_title(f"{name}: {stem}")
         ax.legend(fontsize="small")
+    return _save(fig, path)
+
+
+def plot_feature_importance(importance: Mapping[str, float], path: Path, top: int = 30) -> Path:
+    """Horizontal bars of the `top` largest shares (in the order given, largest first), as PNG."""
+    items = list(importance.items())[:top][::-1]
+    fig = Figure(figsize=(8, 0.3 * len(items) + 1.5))
+    ax = fig.add_subplot()
+    ax.barh([n for n, _ in items], [v for _, v in items], color="#3b6ea5")
+    ax.set_xlabel("share of importance (PredictionValuesChange)")
+    ax.set_title("Ranking model feature importance")
+    path.parent.mkdir(parents=True, exist_ok=True)
     return _save(fig, path)
 
 

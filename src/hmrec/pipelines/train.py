@@ -26,9 +26,11 @@ from typing import Any, Callable
 import polars as pl
 
 from hmrec.config import Settings
+from hmrec.evaluation.report import plot_feature_importance
 from hmrec.features import groups
 from hmrec.features.views import RETRIEVAL_VIEW
 from hmrec.ranking import (
+    RankingConfig,
     candidate_features,
     default_windows,
     load_inputs,
@@ -45,7 +47,7 @@ from hmrec.registry import (
 from hmrec.retrieval.config import TwoTowerConfig
 from hmrec.retrieval.index import CandidateIndex
 from hmrec.retrieval.trainer import EpochStats, train
-from hmrec.serving.loading import candidate_budget, load_retrieval_stage
+from hmrec.serving.loading import load_retrieval_stage
 from hmrec.store import FeatureStore
 from hmrec.store.atomic import write_json
 
@@ -55,6 +57,8 @@ CANDIDATE_EMBEDDINGS = "candidate_embeddings"
 #: The validation metric that decides the champion alias of each model.
 RETRIEVAL_METRIC = "top_100_accuracy"
 RANKING_METRIC = "map_at_12"
+#: The ranker's feature importance chart, beside ranking.json.
+RANKING_IMPORTANCE_PNG = "ranking_feature_importance.png"
 
 
 @dataclass
@@ -219,21 +223,10 @@ def train_ranking_stage(settings: Settings, progress: Progress | None = None, fo
     t1 = time.perf_counter()
     result = train_ranking(
         inputs.transactions, inputs.articles, inputs.customers, train_windows, validation_window,
-        candidates=stage, pair_scorer=stage.score_pairs, negatives=settings.RANKING_NEGATIVES,
-        k=candidate_budget(settings), per_positive=settings.RANKING_RANDOM_NEGATIVES_PER_POSITIVE,
-        model_params={"learning_rate": settings.RANKING_LEARNING_RATE,
-                      "iterations": settings.RANKING_ITERATIONS, "depth": settings.RANKING_DEPTH,
-                      "scale_pos_weight": settings.RANKING_SCALE_POS_WEIGHT,
-                      "early_stopping_rounds": settings.RANKING_EARLY_STOPPING_ROUNDS},
-        retrieval_train_end=retrieval_train_end, seed=settings.SEED, positives="retrieved",
-        negatives_per_customer=settings.RANKING_NEGATIVES_PER_CUSTOMER or None,
-        max_train_customers=settings.RANKING_MAX_TRAIN_CUSTOMERS,
-        max_eval_customers=settings.RANKING_MAX_EVAL_CUSTOMERS,
-        compare_random_negatives=settings.RANKING_COMPARE_RANDOM_NEGATIVES,
-        yetirank=settings.RANKING_COMPARE_YETIRANK,
-        compare_max_rows=settings.RANKING_COMPARE_MAX_ROWS,
-        reports_dir=settings.reports_dir, progress=say,
+        candidates=stage, pair_scorer=stage.score_pairs, config=RankingConfig.from_settings(settings),
+        retrieval_train_end=retrieval_train_end, reports_dir=settings.reports_dir, progress=say,
     )
+    plot_feature_importance(result.feature_importance, settings.reports_dir / RANKING_IMPORTANCE_PNG)
     seconds["train"] = time.perf_counter() - t1
 
     t2 = time.perf_counter()

@@ -8,6 +8,7 @@ Public API (see each module for details)::
     random_negatives, retrieval_negatives, candidate_frame            # negatives.py
     RankingModel                                                      # model.py
     train_ranking, default_windows, evaluate_reranking                # trainer.py
+    RankingConfig                                                     # config.py
     classification_metrics, classification_report_text                # classification.py
     average_precision_at_k, ndcg_at_k, list_metrics     # hmrec.retrieval.list_metrics (shared)
     feature_separation, null_pattern_leaks                            # leakage.py
@@ -20,6 +21,7 @@ from hmrec.ranking.classification import (
     classification_metrics,
     classification_report_text,
 )
+from hmrec.ranking.config import RankingConfig
 from hmrec.ranking.dataset import (
     ARTICLE_FEATURES,
     CONTEXT_FEATURES,
@@ -76,6 +78,7 @@ __all__ = [
     "BlendedCandidates",
     "CandidateFn",
     "PairScorer",
+    "RankingConfig",
     "RankingModel",
     "RankingInputs",
     "RankingResult",

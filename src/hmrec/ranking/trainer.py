@@ -34,6 +34,7 @@ from hmrec.ranking.classification import (
     classification_metrics,
     classification_report_text,
 )
+from hmrec.ranking.config import RankingConfig
 from hmrec.ranking.dataset import (
     ID_COLUMNS,
     LABEL,
@@ -51,7 +52,6 @@ from hmrec.retrieval.list_metrics import K_DEFAULT, list_metrics
 from hmrec.store.atomic import write_json
 
 Progress = Callable[[str], None]
-IMPORTANCE_PLOT = "ranking_feature_importance.png"
 REPORT_FILE = "ranking.json"
 
 
@@ -189,52 +189,9 @@ def candidate_recall(cand_rows: pl.DataFrame, actual: dict[str, set[str]]) -> fl
     return hit.height / total
 
 
-def plot_feature_importance(importance: dict[str, float], path: Path, top: int = 30) -> Path:
-    """Horizontal bar chart of the largest shares, written as PNG (Agg backend)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    items = list(importance.items())[:top][::-1]
-    fig, ax = plt.subplots(figsize=(8, 0.3 * len(items) + 1.5))
-    ax.barh([n for n, _ in items], [v for _, v in items], color="#3b6ea5")
-    ax.set_xlabel("share of importance (PredictionValuesChange)")
-    ax.set_title("Ranking model feature importance")
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
-
-
 def write_report(report: dict, reports_dir: Path) -> Path:
     """Write <reports_dir>/ranking.json atomically."""
     return write_json(Path(reports_dir) / REPORT_FILE, report)
-
-
-def _fit(
-    kind: str,
-    params: dict,
-    train: pl.DataFrame,
-    valid_full: pl.DataFrame | None,
-    early_stopping: str,
-    holdout_share: float,
-    seed: int,
-) -> RankingModel:
-    features = feature_columns(train)
-    if early_stopping == "holdout":
-        fit_rows, stop_rows = _holdout_split(train, holdout_share, seed)
-    elif early_stopping == "validation":
-        fit_rows, stop_rows = train, valid_full
-    else:
-        fit_rows, stop_rows = train, None
-    if kind == "ranker":
-        fit_rows = fit_rows.sort("as_of", "customer_id", maintain_order=True)
-        if stop_rows is not None:
-            stop_rows = stop_rows.sort("as_of", "customer_id", maintain_order=True)
-    model = RankingModel(kind=kind, **params)
-    return model.fit(fit_rows, features, valid=stop_rows)
 
 
 def comparisons_skipped(
@@ -248,6 +205,169 @@ def comparisons_skipped(
             f"RANKING_COMPARE_MAX_ROWS {max_rows:,}")
 
 
+# ---------------------------------------------------------------------------------------
+# train_ranking = rows -> fit -> evaluate -> report
+# ---------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Rows:
+    """Builds ranking rows of some windows from the same inputs (training or validation rows)."""
+
+    transactions: pl.LazyFrame
+    articles: pl.DataFrame
+    customers: pl.DataFrame | None
+    candidates: CandidateFn
+    pair_scorer: PairScorer | None
+    retrieval_train_end: date | None
+    config: RankingConfig
+    eval_customers: list[str]
+
+    def build(self, windows: Sequence[Window], negatives: str, training: bool) -> pl.DataFrame:
+        """Training rows (thinned, customers sampled) or the validation buyers' rows."""
+        cfg = self.config
+        return build_ranking_dataset(
+            self.transactions, self.articles, self.customers, windows, negatives=negatives,
+            candidates=self.candidates, pair_scorer=self.pair_scorer, k=cfg.k, per_positive=cfg.per_positive,
+            positives=cfg.positives if negatives == "retrieval" else None, seed=cfg.seed,
+            retrieval_train_end=self.retrieval_train_end,
+            negatives_per_customer=cfg.negatives_per_customer if training else None,
+            customer_ids=None if training else self.eval_customers,
+            max_customers=cfg.max_train_customers if training else None,
+        )
+
+
+@dataclass
+class _Fitted:
+    """What fitting leaves for evaluation and the report (the big row frames are freed)."""
+
+    models: dict[str, RankingModel]
+    row_counts: dict[str, int | None]
+    leaks: dict
+    valid_labels: np.ndarray
+    valid_scores: np.ndarray
+    skipped: str | None
+
+
+def _fit(kind: str, config: RankingConfig, train: pl.DataFrame, valid: pl.DataFrame | None) -> RankingModel:
+    """One model on `train`, early-stopped as the config says."""
+    features = feature_columns(train)
+    if config.early_stopping == "holdout":
+        fit_rows, stop_rows = _holdout_split(train, config.holdout_share, config.seed)
+    elif config.early_stopping == "validation":
+        fit_rows, stop_rows = train, valid
+    else:
+        fit_rows, stop_rows = train, None
+    if kind == "ranker":
+        fit_rows = fit_rows.sort("as_of", "customer_id", maintain_order=True)
+        if stop_rows is not None:
+            stop_rows = stop_rows.sort("as_of", "customer_id", maintain_order=True)
+    return RankingModel(kind=kind, **config.model_params).fit(fit_rows, features, valid=stop_rows)
+
+
+def fit_models(rows: _Rows, train_windows: Sequence[Window], validation_window: Window,
+               say: Progress) -> _Fitted:
+    """The served classifier, then the comparison models the config asks for (YetiRank on
+    the same rows, the reference's random-negative variant on its own rows) unless the
+    training rows exceed the comparison cap. Each row frame is freed as soon as it is used."""
+    cfg = rows.config
+    say(f"building {cfg.negatives}-negative training rows for {len(train_windows)} window(s)")
+    train = rows.build(train_windows, cfg.negatives, training=True)
+    say(f"building validation rows ({validation_window.start} .. {validation_window.end})")
+    valid = rows.build([validation_window], cfg.negatives, training=False)
+    say(f"fitting CatBoost on {train.height:,} rows ({int(train[LABEL].sum()):,} positives)")
+    main = _fit("classifier", cfg, train, valid)
+    models = {"catboost": main}
+    skipped = comparisons_skipped(train.height, cfg.compare_max_rows, cfg.yetirank, cfg.fits_random_variant)
+    if skipped is not None:
+        say(skipped)
+    if cfg.yetirank and skipped is None:
+        say("fitting CatBoostRanker (YetiRank)")
+        models["catboost_yetirank"] = _fit("ranker", cfg, train, valid)
+    fitted = _Fitted(
+        models=models,
+        row_counts={"train": train.height, "train_positives": int(train[LABEL].sum()),
+                    "validation": valid.height, "validation_positives": int(valid[LABEL].sum()),
+                    "train_random_negatives": None},
+        leaks=null_pattern_leaks(train, feature_columns(train)),
+        valid_labels=valid[LABEL].to_numpy(),
+        valid_scores=main.predict(valid),
+        skipped=skipped,
+    )
+    del train, valid
+    if cfg.fits_random_variant and skipped is None:
+        say("fitting the random-negative variant (reference dataset) for comparison")
+        random_train = rows.build(train_windows, "random", training=True)
+        fitted.row_counts["train_random_negatives"] = random_train.height
+        random_valid = (rows.build([validation_window], "random", training=False)
+                        if cfg.early_stopping == "validation" else None)
+        models["catboost_random_negatives"] = _fit("classifier", cfg, random_train, random_valid)
+    return fitted
+
+
+def evaluate_models(rows: _Rows, fitted: _Fitted, actual: dict[str, set[str]],
+                    validation_window: Window) -> tuple[dict[str, dict[str, float]], pl.DataFrame]:
+    """(metrics per system, the candidate rows) on the validation buyers' re-ranked candidates;
+    the served model also gets its classification metrics on the validation rows."""
+    cand_rows = candidate_features(rows.transactions, rows.articles, rows.customers, rows.eval_customers,
+                                   validation_window.start, rows.candidates, rows.config.k, rows.pair_scorer)
+    popular = best_sellers(rows.transactions, validation_window.start, 7, K_DEFAULT)
+    metrics = evaluate_reranking(fitted.models, cand_rows, actual, popular)
+    metrics["catboost"].update(classification_metrics(fitted.valid_labels, fitted.valid_scores))
+    return metrics, cand_rows
+
+
+def ranking_report(config: RankingConfig, fitted: _Fitted, metrics: dict[str, dict[str, float]],
+                   cand_rows: pl.DataFrame, actual: dict[str, set[str]], train_windows: Sequence[Window],
+                   validation_window: Window, retrieval_train_end: date | None, seconds: float) -> dict:
+    """The ranking.json document (docs/metrics.md)."""
+    main = fitted.models["catboost"]
+    rows = {k: v for k, v in fitted.row_counts.items() if k != "train_random_negatives"}
+    return {
+        "step": "ranking",
+        "split": "validation",
+        "seconds": round(seconds, 3),
+        "metrics": metrics,
+        "feature_importance": main.feature_importance(),
+        "classification_report": classification_report_text(fitted.valid_labels, fitted.valid_scores),
+        "candidate_recall_at_k": candidate_recall(cand_rows, actual),
+        # features missing far more often in one class (should be empty; see leakage.py)
+        "null_pattern_leaks": fitted.leaks,
+        "comparisons_skipped": fitted.skipped,
+        "compare_max_rows": config.compare_max_rows,
+        "negatives": config.negatives,
+        "positives": config.positives or ("retrieved" if config.negatives == "retrieval" else "all"),
+        "k": config.k,
+        "windows": {
+            "train": [[str(w.start), str(w.end)] for w in train_windows],
+            "validation": [str(validation_window.start), str(validation_window.end)],
+            "retrieval_train_end": None if retrieval_train_end is None else str(retrieval_train_end),
+        },
+        "rows": {
+            **rows,
+            "candidates": cand_rows.height,
+            "train_random_negatives": fitted.row_counts["train_random_negatives"],
+        },
+        "params": main.params(),
+        "best_iteration": main.best_iteration,
+        "early_stopping": config.early_stopping,
+        "negatives_per_customer": config.negatives_per_customer,
+        "max_eval_customers": config.max_eval_customers,
+        "max_train_customers": config.max_train_customers,
+    }
+
+
+def validation_buyers(transactions: pl.LazyFrame, window: Window, config: RankingConfig) -> dict[str, set[str]]:
+    """Relevant sets of the validation window's buyers, a seeded sample of
+    `max_eval_customers` of them when there are more."""
+    actual = purchases_by_customer(transactions, window)
+    if config.max_eval_customers is not None and len(actual) > config.max_eval_customers:
+        buyers = sorted(actual)
+        pick = np.random.default_rng(config.seed).choice(len(buyers), config.max_eval_customers, replace=False)
+        actual = {buyers[i]: actual[buyers[i]] for i in np.sort(pick)}
+    return actual
+
+
 def train_ranking(
     transactions: pl.DataFrame | pl.LazyFrame,
     articles: pl.DataFrame,
@@ -256,21 +376,8 @@ def train_ranking(
     validation_window: Window,
     candidates: CandidateFn,
     pair_scorer: PairScorer | None = None,
-    negatives: str = "retrieval",
-    positives: str | None = None,
-    k: int = 100,
-    per_positive: int = 10,
-    model_params: dict | None = None,
+    config: RankingConfig | None = None,
     retrieval_train_end: date | None = None,
-    early_stopping: str = "holdout",
-    holdout_share: float = 0.1,
-    compare_random_negatives: bool = True,
-    yetirank: bool = False,
-    compare_max_rows: int | None = None,
-    negatives_per_customer: int | None = None,
-    max_eval_customers: int | None = None,
-    max_train_customers: int | None = None,
-    seed: int = 42,
     reports_dir: Path | None = None,
     progress: Progress | None = None,
 ) -> RankingResult:
@@ -278,167 +385,50 @@ def train_ranking(
 
     candidates: the retrieval stage, ``candidates(customer_ids, as_of, k)`` (e.g.
     BlendedCandidates around the two-tower); used for retrieval negatives and for the
-    candidates re-ranked in evaluation.
-    positives: see build_ranking_dataset (default "retrieved": purchases among the
-    candidates, so training rows look like what the ranker re-orders).
-    pair_scorer: two-tower score of any (customer, article) pair as of a date; adds
-    the ``two_tower_score`` feature (left out without it).
-    model_params: RankingModel keyword arguments (reference settings by default).
-    early_stopping: "holdout" (10% of training customers), "validation" (the
-    reference's choice: the validation window itself, slightly optimistic) or "none".
-    compare_random_negatives: also fit the reference's random-negative variant and
-    report it as ``catboost_random_negatives``. yetirank: also fit CatBoostRanker
-    (YetiRank) on the same rows as ``catboost_yetirank``.
-    compare_max_rows: skip both comparison models when the training rows outnumber
-    this (they are diagnostics; at FULL size they cost several minutes); the report's
-    ``comparisons_skipped`` says why. None: fit them at any size.
-    negatives_per_customer: thin retrieval negatives of the TRAINING rows to at most
-    this many per customer and window (see build_ranking_dataset); validation rows are
-    never thinned.
-    max_train_customers: a seeded sample of at most this many buyers per training
-    window (both negative kinds); None: all.
-    max_eval_customers: evaluate on a seeded sample of this many validation buyers
-    (all when None); the report's n_customers says how many were used.
-    reports_dir: when given, writes ranking.json and the importance PNG there.
+    candidates re-ranked in evaluation. pair_scorer: two-tower score of any (customer,
+    article) pair as of a date; adds the ``two_tower_score`` feature (left out without it).
+    config: what to fit and how (RankingConfig; default: the Settings defaults).
+    retrieval_train_end: where the retrieval model's training data ends (checked: no
+    ranking window may start before it). reports_dir: when given, ranking.json is written there.
     """
+    cfg = config or RankingConfig()
     say = progress or (lambda _msg: None)
     if validation_window.start < max(w.end for w in train_windows):
         raise ValueError(
             f"validation window starts {validation_window.start}, before the last training "
             f"window ends ({max(w.end for w in train_windows)}): labels would leak into training"
         )
-    params = {"seed": seed, **(model_params or {})}
     started = time.perf_counter()
     tx = transactions.lazy()
-
-    actual = purchases_by_customer(tx, validation_window)
-    if max_eval_customers is not None and len(actual) > max_eval_customers:
-        buyers = sorted(actual)
-        pick = np.random.default_rng(seed).choice(len(buyers), max_eval_customers, replace=False)
-        actual = {buyers[i]: actual[buyers[i]] for i in np.sort(pick)}
-    eval_customers = sorted(actual)
-
-    def dataset(windows: Sequence[Window], kind: str, training: bool) -> pl.DataFrame:
-        return build_ranking_dataset(
-            tx, articles, customers, windows, negatives=kind, candidates=candidates,
-            pair_scorer=pair_scorer, k=k, per_positive=per_positive,
-            positives=positives if kind == "retrieval" else None, seed=seed,
-            retrieval_train_end=retrieval_train_end,
-            negatives_per_customer=negatives_per_customer if training else None,
-            customer_ids=None if training else eval_customers,
-            max_customers=max_train_customers if training else None,
-        )
-
-    say(f"building {negatives}-negative training rows for {len(train_windows)} window(s)")
-    train = dataset(train_windows, negatives, training=True)
-    say(f"building validation rows ({validation_window.start} .. {validation_window.end})")
-    valid = dataset([validation_window], negatives, training=False)
-    say(f"fitting CatBoost on {train.height:,} rows ({int(train[LABEL].sum()):,} positives)")
-    main = _fit("classifier", params, train, valid, early_stopping, holdout_share, seed)
-    models = {"catboost": main}
-
-    skipped = comparisons_skipped(train.height, compare_max_rows, yetirank, compare_random_negatives
-                                  and negatives != "random")
-    if skipped is not None:
-        say(skipped)
-        yetirank = compare_random_negatives = False
-    if yetirank:
-        say("fitting CatBoostRanker (YetiRank)")
-        models["catboost_yetirank"] = _fit(
-            "ranker", params, train, valid, early_stopping, holdout_share, seed
-        )
-    # what the report needs from the big frames, then free them before the next ones
-    row_counts = {
-        "train": train.height,
-        "train_positives": int(train[LABEL].sum()),
-        "validation": valid.height,
-        "validation_positives": int(valid[LABEL].sum()),
-    }
-    leaks = null_pattern_leaks(train, feature_columns(train))
-    valid_labels = valid[LABEL].to_numpy()
-    valid_scores = main.predict(valid)
-    del train
-    if early_stopping != "validation":
-        del valid
-    random_rows = None
-    if compare_random_negatives and negatives != "random":
-        say("fitting the random-negative variant (reference dataset) for comparison")
-        random_train = dataset(train_windows, "random", training=True)
-        random_rows = random_train.height
-        random_valid = (
-            dataset([validation_window], "random", training=False)
-            if early_stopping == "validation"
-            else None
-        )
-        models["catboost_random_negatives"] = _fit(
-            "classifier", params, random_train, random_valid, early_stopping, holdout_share, seed
-        )
-        del random_train, random_valid
-
-    say(f"re-ranking the candidates of {len(eval_customers):,} validation customers")
-    cand_rows = candidate_features(
-        tx, articles, customers, eval_customers, validation_window.start, candidates, k, pair_scorer
-    )
-    metrics = evaluate_reranking(
-        models, cand_rows, actual, best_sellers(tx, validation_window.start, 7, K_DEFAULT)
-    )
-    metrics["catboost"].update(classification_metrics(valid_labels, valid_scores))
-    importance = main.feature_importance()
-    report = {
-        "step": "ranking",
-        "split": "validation",
-        "seconds": round(time.perf_counter() - started, 3),
-        "metrics": metrics,
-        "feature_importance": importance,
-        "classification_report": classification_report_text(valid_labels, valid_scores),
-        "candidate_recall_at_k": candidate_recall(cand_rows, actual),
-        # features missing far more often in one class (should be empty; see leakage.py)
-        "null_pattern_leaks": leaks,
-        "comparisons_skipped": skipped,
-        "compare_max_rows": compare_max_rows,
-        "negatives": negatives,
-        "positives": positives or ("retrieved" if negatives == "retrieval" else "all"),
-        "k": k,
-        "windows": {
-            "train": [[str(w.start), str(w.end)] for w in train_windows],
-            "validation": [str(validation_window.start), str(validation_window.end)],
-            "retrieval_train_end": None if retrieval_train_end is None else str(retrieval_train_end),
-        },
-        "rows": {
-            **row_counts,
-            "candidates": cand_rows.height,
-            "train_random_negatives": random_rows,
-        },
-        "params": main.params(),
-        "best_iteration": main.best_iteration,
-        "early_stopping": early_stopping,
-        "negatives_per_customer": negatives_per_customer,
-        "max_eval_customers": max_eval_customers,
-        "max_train_customers": max_train_customers,
-    }
+    actual = validation_buyers(tx, validation_window, cfg)
+    rows = _Rows(tx, articles, customers, candidates, pair_scorer, retrieval_train_end, cfg, sorted(actual))
+    fitted = fit_models(rows, train_windows, validation_window, say)
+    say(f"re-ranking the candidates of {len(actual):,} validation customers")
+    metrics, cand_rows = evaluate_models(rows, fitted, actual, validation_window)
+    report = ranking_report(cfg, fitted, metrics, cand_rows, actual, train_windows, validation_window,
+                            retrieval_train_end, time.perf_counter() - started)
     if reports_dir is not None:
-        plot = plot_feature_importance(importance, Path(reports_dir) / IMPORTANCE_PLOT)
-        report["feature_importance_plot"] = str(plot)
         write_report(report, Path(reports_dir))
-    say("done" if skipped is None else f"done ({skipped})")
+    say("done" if fitted.skipped is None else f"done ({fitted.skipped})")
+    main = fitted.models["catboost"]
     return RankingResult(
         model=main,
         report=report,
-        feature_importance=importance,
-        train_rows=row_counts["train"],
-        validation_rows=row_counts["validation"],
-        variants={n: m for n, m in models.items() if n != "catboost"},
+        feature_importance=report["feature_importance"],
+        train_rows=fitted.row_counts["train"],
+        validation_rows=fitted.row_counts["validation"],
+        variants={n: m for n, m in fitted.models.items() if n != "catboost"},
     )
 
 
 __all__ = [
     "ID_COLUMNS",
+    "RankingConfig",
     "RankingResult",
     "candidate_features",
     "comparisons_skipped",
     "default_windows",
     "evaluate_reranking",
-    "plot_feature_importance",
     "purchases_by_customer",
     "ranked_lists",
     "train_ranking",
