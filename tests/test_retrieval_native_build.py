@@ -152,6 +152,17 @@ def test_turned_off_by_environment(cache, monkeypatch):
     assert _files(cache) == []  # nothing was built
 
 
+def test_a_level_this_cpu_cannot_run_is_not_loaded(cache, monkeypatch):
+    # a CPU with SSE4.2 but no AVX2: x86-64-v3 code would die on its first AVX2 instruction
+    monkeypatch.setattr(native_build, "_cpu_id", lambda: "flags\t: fpu sse sse2 ssse3 sse4_1 sse4_2 popcnt cx16")
+    monkeypatch.setattr(native_build, "_x86", lambda: True)
+    monkeypatch.setenv(native_build.DISABLE_ENV, "1")
+    assert not native_build.runs_here("x86-64-v3") and native_build.runs_here("x86-64-v2")
+    with pytest.warns(RuntimeWarning, match="lacks avx, avx2, fma.*PyTorch path runs instead"):
+        assert native_build.load("softmax_loss", 16, {}, "x86-64-v3") is None
+    assert _files(cache) == []
+
+
 @needs_compiler
 @needs_loading
 def test_loaded_once_per_kernel_size_and_target(cache):

@@ -10,7 +10,9 @@ Any value gcc accepts works, e.g. ``x86-64-v3`` (AVX2 + FMA) or ``x86-64-v2`` (S
 for a cache shared by several kinds of machines or to compare builds. The kernels pick
 their vector width from what the target has (16 floats with AVX-512, 8 with AVX2, 4
 otherwise), with register blocks sized for it. If no flag set with ``-march`` compiles,
-a plain ``-O3`` build is tried. ``HMREC_NATIVE=0`` never builds or loads a kernel.
+a plain ``-O3`` build is tried. An x86-64 level this CPU lacks flags for is not loaded
+(it would end the process at its first such instruction); for other -march values the
+user answers for it. ``HMREC_NATIVE=0`` never builds or loads a kernel.
 
 The compiler is $CC, else ``cc``, ``gcc`` or ``clang`` on the PATH. Libraries are kept
 in HMREC_CACHE_DIR, else $XDG_CACHE_HOME/hmrec, else ~/.cache/hmrec, named with a hash of
@@ -124,15 +126,22 @@ X86_LEVELS = {
 }
 
 
+def _x86() -> bool:
+    return platform.machine() in ("x86_64", "AMD64")
+
+
+def _missing_flags(target: str) -> list[str]:
+    """The CPU flags an x86-64 level needs that this CPU lacks."""
+    flags = set(_cpu_id().partition(":")[2].split())
+    return [f for f in X86_LEVELS[target] if f not in flags]
+
+
 def runs_here(target: str) -> bool:
     """True when code built for ``-march=target`` can run on this CPU: 'native', and the
     x86-64 levels of X86_LEVELS on an x86-64 CPU with their flags; False for others."""
     if target == "native":
         return True
-    if target not in X86_LEVELS or platform.machine() not in ("x86_64", "AMD64"):
-        return False
-    flags = set(_cpu_id().partition(":")[2].split())
-    return all(f in flags for f in X86_LEVELS[target])
+    return target in X86_LEVELS and _x86() and not _missing_flags(target)
 
 
 def _sha256(path: Path) -> str:
@@ -235,6 +244,10 @@ def load(
         if key not in _loaded:
             lib = None
             try:
+                if target in X86_LEVELS and _x86() and _missing_flags(target):
+                    # loading it would end the process at the first instruction it lacks
+                    raise RuntimeError(f"this CPU lacks {', '.join(_missing_flags(target))}, which "
+                                       f"-march={target} code uses")
                 lib = ctypes.CDLL(str(build(name, dim, target)))
                 for fn_name, (restype, argtypes) in signatures.items():
                     fn = getattr(lib, fn_name)
