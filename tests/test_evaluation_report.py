@@ -160,3 +160,42 @@ def test_read_report_inputs_carries_intervals_to_the_report(tmp_path):
     assert found["intervals"] == INTERVALS and found["differences"] == DIFFERENCES and found["n_customers"] == 321
     page = write_report(tmp_path / "report", **found).read_text()
     assert "(321 customers)" in page and '<span class="ci">[0.0080, 0.0120]</span>' in page
+
+
+RETRIEVAL_DOC = {
+    "metrics": {"two_tower": {"top_100_accuracy": 0.42}, "popularity": {"top_100_accuracy": 0.25}},
+    "history": [
+        {"epoch": 1, "train_total_loss": 8.0, "val_total_loss": 6.0, "train_seconds": 0.1,
+         "metrics": {"top_100_accuracy": 0.19}},
+        {"epoch": 2, "train_total_loss": 7.0, "val_total_loss": 5.5, "train_seconds": 0.1,
+         "metrics": {"top_100_accuracy": 0.24}},
+    ],
+}
+
+
+def test_selection_curve_reads_checkpoints_else_history_beside_popularity():
+    from hmrec.evaluation.report import selection_curve
+
+    from_history = selection_curve(RETRIEVAL_DOC)
+    assert (from_history.metric, from_history.x, from_history.values) == ("top_100_accuracy", [1.0, 2.0], [0.19, 0.24])
+    assert from_history.baselines == {"popularity": 0.25}
+    checkpoints = [{"epoch": 1, "rows": 10, "top_100_accuracy": 0.2, "best": True},
+                   {"epoch": 1, "rows": 20, "top_100_accuracy": 0.3, "best": True}]
+    from_checkpoints = selection_curve({**RETRIEVAL_DOC, "checkpoints": checkpoints})
+    assert from_checkpoints.values == [0.2, 0.3]
+    assert (from_checkpoints.x, from_checkpoints.x_label) == ([10.0, 20.0], "training rows seen")  # two in one epoch
+    assert selection_curve({"history": {"epoch": [1]}}) is None
+
+
+def test_training_figure_plots_the_selection_metric_not_seconds(tmp_path):
+    from hmrec.evaluation.report import _loss_stems, normalise_history, plot_training_history
+
+    history = normalise_history(RETRIEVAL_DOC["history"])
+    assert _loss_stems(history) == ["total_loss"]  # train_seconds is not a training curve
+    assert plot_training_history("m", {"train_seconds": [0.1, 0.2]}, tmp_path / "none.png") is None
+    (tmp_path / "retrieval.json").write_text(json.dumps(RETRIEVAL_DOC))
+    found = read_report_inputs(tmp_path)
+    assert found["selection_curves"]["retrieval"].baselines == {"popularity": 0.25}
+    page = write_report(tmp_path / "report", **found).read_text()
+    assert "selection metric" in page
+    assert (tmp_path / "report" / "training_retrieval.png").read_bytes()[:8] == PNG_MAGIC

@@ -9,7 +9,8 @@ partial run (e.g. baselines only) still gets a report.
 Sections: metric table (systems x metrics, best value per metric highlighted, each
 with its 95% bootstrap interval over the evaluated customers, and a bar chart with the
 intervals as error bars; the pipeline's paired differences to every other system, and
-the customer count), training curves (loss per epoch, train vs validation), Recall@K curves of
+the customer count), training curves (loss per epoch, train vs validation, and the metric the
+two-tower model is selected on per checkpoint beside popularity's), Recall@K curves of
 the candidate generators, ranking feature importance, and example customers (recent
 purchases with article attributes, then each system's list; test-week hits marked).
 """
@@ -187,23 +188,84 @@ def normalise_history(history: Mapping[str, Sequence[float]] | Sequence[Mapping[
 
 
 def _loss_stems(history: Mapping[str, Sequence[float]]) -> list[str]:
+    """The quantities with train_* and/or val_* series, time per epoch left out (not a training curve)."""
     stems = {k[len("train_"):] for k in history if k.startswith("train_")} | {
         k[len("val_"):] for k in history if k.startswith("val_")
     }
-    return sorted(s for s in stems if history.get(f"train_{s}") or history.get(f"val_{s}"))
+    return sorted(s for s in stems
+                  if not s.endswith("seconds") and (history.get(f"train_{s}") or history.get(f"val_{s}")))
+
+
+@dataclass
+class SelectionCurve:
+    """The metric a model is selected on, at each checkpoint, beside baselines' value of it."""
+
+    metric: str
+    x: list[float]
+    values: list[float]
+    x_label: str = "epoch"
+    baselines: dict[str, float] = field(default_factory=dict)
+
+
+#: Keys of a retrieval checkpoint record that are not the selection metric.
+_CHECKPOINT_KEYS = ("epoch", "rows", "best")
+
+
+def selection_curve(doc: Mapping[str, Any], metric: str = "top_100_accuracy",
+                    baseline: str = "popularity") -> SelectionCurve | None:
+    """The selection metric per checkpoint from a retrieval.json document: its ``checkpoints``
+    (whose metric is the one key besides epoch, rows and best), else ``metric`` in each
+    per-epoch ``history`` record's ``metrics``; `baseline`'s value from ``metrics``. None
+    when the document has neither."""
+    points = [c for c in doc.get("checkpoints") or () if isinstance(c, Mapping)]
+    if points:
+        metric = next((k for k in points[0] if k not in _CHECKPOINT_KEYS), metric)
+        points = [c for c in points if isinstance(c.get(metric), (int, float))]
+        epochs = [c.get("epoch") for c in points]
+        by_epoch = len(set(epochs)) == len(epochs)
+        x = [float(c["epoch"] if by_epoch else c.get("rows", i)) for i, c in enumerate(points)]
+        label = "epoch" if by_epoch else "training rows seen"
+        values = [float(c[metric]) for c in points]
+    else:
+        records = [r for r in doc.get("history") or () if isinstance(r, Mapping)]
+        records = [r for r in records if isinstance((r.get("metrics") or {}).get(metric), (int, float))]
+        x = [float(r.get("epoch", i + 1)) for i, r in enumerate(records)]
+        values = [float(r["metrics"][metric]) for r in records]
+        label = "epoch"
+    if not values:
+        return None
+    reference = (doc.get("metrics") or {}).get(baseline) or {}
+    baselines = {baseline: float(reference[metric])} if isinstance(reference.get(metric), (int, float)) else {}
+    return SelectionCurve(metric, x, values, label, baselines)
+
+
+def _plot_selection(ax: Any, name: str, curve: SelectionCurve) -> None:
+    ax.plot(curve.x, curve.values, "-o", label=name, markersize=3)
+    for baseline, value in curve.baselines.items():
+        ax.axhline(value, linestyle="--", color="grey", label=baseline)
+    ax.set_xlabel(curve.x_label)
+    if curve.x_label == "epoch":
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_title(f"{name}: {curve.metric} (model selection)")
+    ax.legend(fontsize="small")
 
 
 def plot_training_history(
-    name: str, history: Mapping[str, Sequence[float]] | Sequence[Mapping[str, Any]], path: Path
+    name: str, history: Mapping[str, Sequence[float]] | Sequence[Mapping[str, Any]], path: Path,
+    selection: SelectionCurve | None = None,
 ) -> Path | None:
-    """One panel per quantity with train_* and/or val_* series against epoch; None if nothing to plot."""
+    """One panel per quantity with train_* and/or val_* series against epoch, then the
+    selection metric per checkpoint beside its baselines; None if nothing to plot."""
     history = normalise_history(history)
     stems = _loss_stems(history)
-    if not stems:
+    n_panels = len(stems) + (selection is not None)
+    if not n_panels:
         return None
-    fig = Figure(figsize=(4.5 * min(len(stems), 3), 3.5 * ((len(stems) + 2) // 3)))
+    fig = Figure(figsize=(4.5 * min(n_panels, 3), 3.5 * ((n_panels + 2) // 3)))
+    if selection is not None:
+        _plot_selection(fig.add_subplot((n_panels + 2) // 3, min(n_panels, 3), n_panels), name, selection)
     for i, stem in enumerate(stems):
-        ax = fig.add_subplot((len(stems) + 2) // 3, min(len(stems), 3), i + 1)
+        ax = fig.add_subplot((n_panels + 2) // 3, min(n_panels, 3), i + 1)
         for prefix, style in (("train", "-o"), ("val", "--s")):
             ys = list(history.get(f"{prefix}_{stem}") or [])
             if ys:
@@ -347,6 +409,7 @@ def write_report(
     differences: Mapping[str, Mapping[str, Mapping[str, Any]]] | None = None,
     n_customers: int | None = None,
     reference: str = "pipeline",
+    selection_curves: Mapping[str, SelectionCurve] | None = None,
 ) -> Path:
     """Write <out_dir>/index.html and the PNGs for the sections whose input is given; returns index.html.
 
@@ -356,8 +419,9 @@ def write_report(
     ([{"epoch": 1, "train_total_loss": ..., ...}, ...], the retrieval trainer's form). `context` adds key/value lines at the top
     (test window, number of customers, ...). `intervals` (system -> metric -> [lo, hi]) and
     `differences` (system -> metric -> {"diff", "ci95"}: `reference` minus that system) are
-    evaluate.json's; `n_customers` is how many customers they resample. The page is
-    written last, atomically.
+    evaluate.json's; `n_customers` is how many customers they resample. `selection_curves`
+    (model name -> SelectionCurve) adds the metric each model was selected on to its
+    training-curve figure. The page is written last, atomically.
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -397,13 +461,16 @@ def write_report(
     if isinstance(training_histories, Sequence) or (training_histories and "epoch" in training_histories):
         training_histories = {"model": training_histories}  # type: ignore[dict-item]
     images = []
-    for name, history in (training_histories or {}).items():
+    selections = dict(selection_curves or {})
+    histories = dict(training_histories or {})
+    for name in dict.fromkeys([*histories, *selections]):
         safe = "".join(ch if ch.isalnum() or ch in "-_" else "_" for ch in name)
-        png = plot_training_history(name, history, out / f"training_{safe}.png")
+        png = plot_training_history(name, histories.get(name, {}), out / f"training_{safe}.png", selections.get(name))
         if png is not None:
             images.append(f'<img src="{png.name}" alt="training curves of {html.escape(name)}">')
     if images:
-        sections.append("<h2>Training curves (loss per epoch, train vs validation)</h2>" + "".join(images))
+        sections.append("<h2>Training curves (loss per epoch, train vs validation; the selection metric "
+                        "per checkpoint beside popularity)</h2>" + "".join(images))
     else:
         missing.append("training curves")
 
@@ -454,7 +521,8 @@ def write_report(
 def read_report_inputs(reports_dir: Path | str) -> dict[str, Any]:
     """Collect what earlier steps wrote to <home>/reports: metrics and Recall@K curves
     (evaluate.json), feature importance (ranking.json), training history (a "history" key
-    in retrieval.json or ranking.json, if present). Missing files give missing keys."""
+    in retrieval.json or ranking.json, if present) and the retrieval model's selection metric
+    per checkpoint (`selection_curve`). Missing files give missing keys."""
     reports = Path(reports_dir)
     found: dict[str, Any] = {}
 
@@ -489,6 +557,8 @@ def read_report_inputs(reports_dir: Path | str) -> dict[str, Any]:
             histories[step] = doc["history"]
     if histories:
         found["training_histories"] = histories
+    if (rt := load("retrieval.json")) is not None and (curve := selection_curve(rt)) is not None:
+        found["selection_curves"] = {"retrieval": curve}
     return found
 
 
@@ -517,6 +587,7 @@ def write_evaluation_report(
         training_histories=training_histories or found.get("training_histories"),
         recall_curves=result.recall_curves or found.get("recall_curves"),
         feature_importance=feature_importance or found.get("feature_importance"),
+        selection_curves=found.get("selection_curves"),
         examples=examples,
         intervals=result.intervals,
         differences=result.differences,
