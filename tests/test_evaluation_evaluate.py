@@ -9,20 +9,32 @@ from hmrec.data import generate, load_raw
 from hmrec.evaluation import (
     EvaluationInputError,
     System,
-    candidate_scores,
     evaluate_systems,
-    list_scores,
     recall_at_k,
     run_evaluation,
     write_evaluation,
     write_evaluation_report,
 )
+from hmrec.evaluation.candidate_scores import CandidateScores
+from hmrec.retrieval.list_metrics import ListScores
 
 # c1 bought A and B; c2 bought C; c3 bought nothing (not evaluated)
 ACTUAL = {"c1": ["A", "B"], "c2": ["C"], "c3": []}
 # c1: hit at 1 and 3, a repeated A at 4 never scores twice; c2: no hit
 LISTS = {"c1": ["A", "X", "B", "A"], "c2": ["X", "Y"]}
 CANDIDATES = {"c1": ["X", "A"], "c2": ["C"]}
+
+def list_scores(actual, predicted, k=12):
+    scores = ListScores(k)
+    scores.add(actual, predicted)
+    return scores.means()
+
+
+def candidate_scores(actual, candidates, k=100, curve=()):
+    scores = CandidateScores(k, curve)
+    scores.add(actual, candidates)
+    return scores.means()
+
 
 AP_C1 = (1 / 1 + 2 / 3) / 2
 NDCG_C1 = (1 + 1 / math.log2(4)) / (1 + 1 / math.log2(3))
@@ -149,9 +161,6 @@ def test_run_evaluation_on_generated_data(raw, tmp_path):
 
 def test_list_and_candidate_scores_do_not_depend_on_customer_order_or_batches():
     import numpy as np
-
-    from hmrec.evaluation.candidate_scores import CandidateScores
-    from hmrec.retrieval.list_metrics import ListScores
 
     rng = np.random.default_rng(3)
     actual = {f"c{i}": [f"a{j}" for j in rng.choice(40, size=int(rng.integers(1, 15)), replace=False)]

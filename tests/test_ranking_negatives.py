@@ -7,7 +7,7 @@ from datetime import date
 import polars as pl
 import pytest
 
-from hmrec.ranking.negatives import candidate_frame, random_negatives, retrieval_negatives
+from hmrec.ranking.negatives import candidate_frame, random_negatives
 
 D1, D2 = date(2020, 5, 4), date(2020, 5, 11)
 CATALOGUE = [f"a{i:03d}" for i in range(200)]
@@ -74,18 +74,6 @@ def fake_candidates(cids: list[str], as_of: date, k: int) -> dict[str, list[tupl
     # everyone gets a000.. in order, plus a repeat that must be dropped
     out = {c: [(f"a{i:03d}", float(100 - i)) for i in range(k)] + [("a000", 0.0)] for c in cids}
     return out
-
-
-def test_retrieval_negatives_are_candidates_minus_purchases() -> None:
-    pos = _positives()
-    neg = retrieval_negatives(pos, fake_candidates, k=5)
-    c1d1 = neg.filter((pl.col("customer_id") == "c1") & (pl.col("as_of") == D1))
-    assert c1d1["article_id"].to_list() == ["a000", "a003", "a004"]
-    assert c1d1["retrieval_rank"].to_list() == [1, 4, 5]
-    c1d2 = neg.filter((pl.col("customer_id") == "c1") & (pl.col("as_of") == D2))
-    assert c1d2["article_id"].to_list() == ["a000", "a001", "a002", "a003", "a004"]
-    assert neg.join(pos, on=["customer_id", "article_id", "as_of"], how="semi").height == 0
-    assert set(neg["customer_id"]) == {"c1", "c2", "c3"}
 
 
 def test_candidate_frame_batches_and_dedupes() -> None:

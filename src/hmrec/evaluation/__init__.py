@@ -11,7 +11,6 @@ from hmrec.evaluation.baselines import (
     RepurchasePopularityBaseline,
     popularity_ranking,
 )
-from hmrec.evaluation.candidate_scores import candidate_scores
 from hmrec.evaluation.evaluate import (
     REPORT_FILE,
     EvaluationResult,
@@ -42,7 +41,7 @@ from hmrec.evaluation.split import (
     EvaluationSplit,
     split_test_week,
 )
-from hmrec.retrieval.list_metrics import list_scores, recall_at_k
+from hmrec.retrieval.list_metrics import recall_at_k
 
 __all__ = [
     "BASELINES",
@@ -62,10 +61,8 @@ __all__ = [
     "as_system",
     "bootstrap_interval",
     "build_examples",
-    "candidate_scores",
     "evaluate_systems",
     "fit_baselines",
-    "list_scores",
     "paired_difference",
     "pick_examples",
     "popularity_ranking",

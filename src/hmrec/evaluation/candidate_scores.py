@@ -22,7 +22,7 @@ from hmrec.retrieval.list_metrics import customer_order
 
 class CandidateScores:
     """Running sums of candidate Recall@K (per customer, at every cut-off) and of the pooled
-    reachable share; `means()` is `candidate_scores` of all customers added."""
+    reachable share (Recall@K curves: `curve` adds cut-offs K <= k)."""
 
     def __init__(self, k: int = 100, curve: Sequence[int] = ()) -> None:
         self.k = k
@@ -64,18 +64,3 @@ class CandidateScores:
         order = customer_order(self.customers)
         return ([self.customers[i] for i in order],
                 {f"recall_at_{c}": np.asarray(v, dtype=np.float64)[order] for c, v in self.recalls.items()})
-
-
-def candidate_scores(
-    actual: Mapping[str, Iterable],
-    candidates: Mapping[str, Sequence],
-    k: int = 100,
-    curve: Sequence[int] = (),
-) -> dict[str, float]:
-    """Recall@k (mean over customers) and reachable share (pooled over purchases) of candidate lists.
-
-    `curve` adds ``recall_at_{K}`` for further cut-offs K <= k (for Recall@K plots).
-    """
-    scores = CandidateScores(k, curve)
-    scores.add(actual, candidates)
-    return scores.means()

@@ -5,7 +5,7 @@ Public API (see each module for details)::
     Window, build_ranking_dataset, feature_rows, feature_columns      # dataset.py
     LIST_FEATURES, add_list_features, list_features_of, sample_customers
     add_interaction_features, DAYS_SINCE_NEVER                       # interactions.py
-    random_negatives, retrieval_negatives, candidate_frame            # negatives.py
+    random_negatives, candidate_frame                                 # negatives.py
     RankingModel                                                      # model.py
     train_ranking, default_windows, evaluate_reranking                # trainer.py
     RankingConfig                                                     # config.py
@@ -56,7 +56,6 @@ from hmrec.ranking.negatives import (
     CandidateFn,
     candidate_frame,
     random_negatives,
-    retrieval_negatives,
 )
 from hmrec.ranking.trainer import (
     RankingResult,
@@ -107,7 +106,6 @@ __all__ = [
     "null_pattern_leaks",
     "random_negatives",
     "ranking_feature_view",
-    "retrieval_negatives",
     "sample_customers",
     "to_pool",
     "train_ranking",

@@ -175,27 +175,3 @@ def candidate_frame(
         )
         .select("customer_id", "article_id", "as_of", "retrieval_score", "retrieval_rank")
     )
-
-
-def retrieval_negatives(
-    positives: pl.DataFrame,
-    candidates: CandidateFn,
-    k: int = 100,
-    batch_size: int = 20_000,
-) -> pl.DataFrame:
-    """Hard negatives: each customer's top-k candidates as of the positives' date, minus purchases.
-
-    Only customers with at least one positive in a group are asked (a group without a
-    positive teaches a classifier nothing about that customer). Returns customer_id,
-    article_id, as_of, retrieval_score, retrieval_rank.
-    """
-    _check_positives(positives)
-    pos = positives.select(_KEYS).unique()
-    parts = []
-    for as_of in pos["as_of"].unique().sort().to_list():
-        customers = pos.filter(pl.col("as_of") == as_of)["customer_id"].unique().sort().to_list()
-        parts.append(candidate_frame(candidates, customers, as_of, k, batch_size))
-    if not parts:
-        return candidate_frame(candidates, [], date(1970, 1, 1), k)
-    cands = pl.concat(parts)
-    return cands.join(pos, on=list(_KEYS), how="anti", maintain_order="left")

@@ -110,7 +110,7 @@ def recall_at_k(actual: Iterable, predicted: Sequence, k: int) -> float:
 
 class ListScores:
     """Per-customer MAP@k, Recall@k and NDCG@k, so customers can be scored batch by batch
-    (a FULL test week's lists need not be held at once); `means()` is `list_scores` of all.
+    (a FULL test week's lists need not be held at once).
 
     The per-customer values are kept (three floats each, with the customer id) and summed
     exactly at the end, so the means do not depend on the order customers arrive in;
@@ -162,18 +162,6 @@ def customer_order(customers: Sequence[str]) -> np.ndarray:
     if twice.size:
         raise ValueError(f"customer {customers[int(order[starts[twice[0]]])]!r} was scored twice")
     return order.astype(np.int64)
-
-
-def list_scores(
-    actual: Mapping[str, Iterable], predicted: Mapping[str, Sequence], k: int = K_DEFAULT
-) -> dict[str, float]:
-    """Mean MAP@k, Recall@k and NDCG@k over customers with at least one purchase in `actual`.
-
-    A customer missing from `predicted` scores 0 on all three (the system failed them).
-    """
-    scores = ListScores(k)
-    scores.add(actual, predicted)
-    return scores.means()
 
 
 def list_metrics(

@@ -354,17 +354,6 @@ class FeatureGroup:
 
         return Query(self, self._columns(columns))
 
-    def select_all(self) -> Query:
-        from hmrec.store.query import Query
-
-        return Query(self, self._columns(None))
-
-    def select_except(self, columns: Sequence[str]) -> Query:
-        from hmrec.store.query import Query
-
-        drop = set(self._columns(columns))
-        return Query(self, [c for c in self._columns(None) if c not in drop])
-
 
 def _may_repeat_keys(df: pl.DataFrame, pk: list[str]) -> bool:
     """False when no primary key repeats for sure: distinct hashes mean distinct keys.
