@@ -428,38 +428,68 @@ def write_report(
     sections: list[str] = []
     missing: list[str] = []
 
-    if metrics:
-        plot_metrics(metrics, out / METRICS_PNG, intervals, n_customers)
-        who = f" ({n_customers:,} customers)" if n_customers is not None else ""
-        noise = ""
-        if intervals:
-            count = f"{n_customers:,} " if n_customers is not None else ""
-            noise = (f"Beneath each value: its 95% bootstrap interval over the {count}"
-                     "evaluated customers (percentile bootstrap, customers resampled with replacement); "
-                     "the value would likely fall in about that range for another sample of as many customers. ")
-        sections.append(
-            f"<h2>Metrics on the test week{html.escape(who)}</h2>{_metric_table(metrics, intervals)}"
-            f'<p class="muted">Best value per metric highlighted. {html.escape(noise)}MAP@12 is the Kaggle '
-            f"definition; Recall@100 and the reachable share are for candidate generators.</p>"
-            f'<img src="{METRICS_PNG}" alt="metrics chart">'
-        )
-        if differences:
-            verdict_line = summary_line(
-                {s: d for s, d in differences.items() if not s.startswith(f"{reference}_")},
-                "map_at_12", reference=reference, n_customers=n_customers, label="MAP@12")
-            sections.append(
-                f"<h2>Is {html.escape(reference)} better? Paired differences</h2>"
-                f"<p>{html.escape(verdict_line)}</p>{_differences_table(differences, reference)}"
-                f'<p class="muted">{html.escape(reference)} minus each system, with the 95% interval of the '
-                "difference (the same resampled customers for both systems). Green: the whole interval is "
-                "above 0; red: below 0; plain: it includes 0, so this test week cannot tell the two "
-                "apart at this sample size.</p>"
-            )
-    else:
-        missing.append("metric table")
+    def add(name: str, html_parts: Sequence[str]) -> None:
+        if html_parts:
+            sections.extend(html_parts)
+        else:
+            missing.append(name)
 
+    add("metric table", _metric_sections(out, metrics, intervals, differences, n_customers, reference))
+    add("training curves", _training_sections(out, training_histories, selection_curves))
+    curves = {s: c for s, c in (recall_curves or {}).items() if c}
+    if curves:
+        plot_recall_curves(curves, out / RECALL_PNG)
+    add("Recall@K curves", [f'<h2>Retrieval: Recall@K</h2><img src="{RECALL_PNG}" alt="Recall@K curves">']
+        if curves else [])
+    if feature_importance:
+        plot_feature_importance(dict(sorted(feature_importance.items(), key=lambda kv: -kv[1])), out / IMPORTANCE_PNG)
+    add("feature importance", [(f'<h2>Ranking: feature importance</h2><img src="{IMPORTANCE_PNG}" '
+                                'alt="feature importance">')] if feature_importance else [])
+    add("example customers", ["<h2>Example customers</h2>" + _examples_html(examples)] if examples else [])
+    return _write_page(out, title, context, sections, missing)
+
+
+def _metric_sections(out: Path, metrics: Mapping[str, Mapping[str, float]] | None,
+                     intervals: Mapping[str, Mapping[str, Sequence[float]]] | None,
+                     differences: Mapping[str, Mapping[str, Mapping[str, Any]]] | None,
+                     n_customers: int | None, reference: str) -> list[str]:
+    """The metric table and chart, then the paired differences to `reference` (none without metrics)."""
+    if not metrics:
+        return []
+    plot_metrics(metrics, out / METRICS_PNG, intervals, n_customers)
+    who = f" ({n_customers:,} customers)" if n_customers is not None else ""
+    noise = ""
+    if intervals:
+        count = f"{n_customers:,} " if n_customers is not None else ""
+        noise = (f"Beneath each value: its 95% bootstrap interval over the {count}"
+                 "evaluated customers (percentile bootstrap, customers resampled with replacement); "
+                 "the value would likely fall in about that range for another sample of as many customers. ")
+    sections = [(
+        f"<h2>Metrics on the test week{html.escape(who)}</h2>{_metric_table(metrics, intervals)}"
+        f'<p class="muted">Best value per metric highlighted. {html.escape(noise)}MAP@12 is the Kaggle '
+        f"definition; Recall@100 and the reachable share are for candidate generators.</p>"
+        f'<img src="{METRICS_PNG}" alt="metrics chart">'
+    )]
+    if differences:
+        verdict_line = summary_line(
+            {s: d for s, d in differences.items() if not s.startswith(f"{reference}_")},
+            "map_at_12", reference=reference, n_customers=n_customers, label="MAP@12")
+        sections.append(
+            f"<h2>Is {html.escape(reference)} better? Paired differences</h2>"
+            f"<p>{html.escape(verdict_line)}</p>{_differences_table(differences, reference)}"
+            f'<p class="muted">{html.escape(reference)} minus each system, with the 95% interval of the '
+            "difference (the same resampled customers for both systems). Green: the whole interval is "
+            "above 0; red: below 0; plain: it includes 0, so this test week cannot tell the two "
+            "apart at this sample size.</p>"
+        )
+    return sections
+
+
+def _training_sections(out: Path, training_histories: Any,
+                       selection_curves: Mapping[str, SelectionCurve] | None) -> list[str]:
+    """One training-curve figure per model (see write_report for the accepted history forms)."""
     if isinstance(training_histories, Sequence) or (training_histories and "epoch" in training_histories):
-        training_histories = {"model": training_histories}  # type: ignore[dict-item]
+        training_histories = {"model": training_histories}
     images = []
     selections = dict(selection_curves or {})
     histories = dict(training_histories or {})
@@ -468,33 +498,15 @@ def write_report(
         png = plot_training_history(name, histories.get(name, {}), out / f"training_{safe}.png", selections.get(name))
         if png is not None:
             images.append(f'<img src="{png.name}" alt="training curves of {html.escape(name)}">')
-    if images:
-        sections.append("<h2>Training curves (loss per epoch, train vs validation; the selection metric "
-                        "per checkpoint beside popularity)</h2>" + "".join(images))
-    else:
-        missing.append("training curves")
+    if not images:
+        return []
+    return ["<h2>Training curves (loss per epoch, train vs validation; the selection metric "
+            "per checkpoint beside popularity)</h2>" + "".join(images)]
 
-    curves = {s: c for s, c in (recall_curves or {}).items() if c}
-    if curves:
-        plot_recall_curves(curves, out / RECALL_PNG)
-        sections.append(f'<h2>Retrieval: Recall@K</h2><img src="{RECALL_PNG}" alt="Recall@K curves">')
-    else:
-        missing.append("Recall@K curves")
 
-    if feature_importance:
-        ordered = dict(sorted(feature_importance.items(), key=lambda kv: -kv[1]))
-        plot_feature_importance(ordered, out / IMPORTANCE_PNG)
-        sections.append(
-            f'<h2>Ranking: feature importance</h2><img src="{IMPORTANCE_PNG}" alt="feature importance">'
-        )
-    else:
-        missing.append("feature importance")
-
-    if examples:
-        sections.append("<h2>Example customers</h2>" + _examples_html(examples))
-    else:
-        missing.append("example customers")
-
+def _write_page(out: Path, title: str, context: Mapping[str, Any] | None, sections: Sequence[str],
+                missing: Sequence[str]) -> Path:
+    """<out>/index.html: context lines, what is missing, then the sections; written atomically."""
     ctx = dict(context or {})
     ctx.setdefault("written", dt.datetime.now().replace(microsecond=0).isoformat())
     ctx_html = "".join(f"<li>{html.escape(str(k))}: {html.escape(str(v))}</li>" for k, v in ctx.items())

@@ -7,7 +7,8 @@ Two sources, chosen by ``RANKING_NEGATIVES``:
   popularity, and is kept for comparison.
 * ``retrieval`` — what the candidate generator (the two-tower model) retrieves for
   the customer at that time but the customer did not buy: the hard negatives the
-  ranker actually has to tell apart from purchases at serving time.
+  ranker actually has to tell apart from purchases at serving time (dataset.py builds
+  them from ``candidate_frame``).
 
 Both are built at the same ``as_of`` as the customer's positives, and neither ever
 equals an article the customer bought in the window.
