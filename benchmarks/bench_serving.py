@@ -33,6 +33,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import shutil
 import socket
 import subprocess
@@ -208,6 +209,29 @@ def server_processes(proc: subprocess.Popen) -> list[psutil.Process]:
     return [parent, *parent.children(recursive=True)]
 
 
+def machine_cpu_seconds() -> float:
+    """CPU seconds the whole machine has spent busy (every process, kernel included)."""
+    t = psutil.cpu_times()
+    return sum(getattr(t, f, 0.0) for f in ("user", "nice", "system", "irq", "softirq", "steal"))
+
+
+def client_cpu_seconds() -> float:
+    """CPU seconds of this process's finished children: the wrk runs."""
+    r = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return r.ru_utime + r.ru_stime
+
+
+def per_process_cpu(procs: list[psutil.Process]) -> list[float]:
+    out = []
+    for p in procs:
+        try:
+            t = p.cpu_times()
+            out.append(t.user + t.system)
+        except psutil.NoSuchProcess:
+            out.append(0.0)
+    return out
+
+
 def cpu_seconds(procs: list[psutil.Process]) -> float:
     total = 0.0
     for p in procs:
@@ -358,13 +382,22 @@ def measure(args: argparse.Namespace, home: Path, wrk: Wrk, workers: int, mix: s
         wrk.run(url, args.clients, args.warmup, event_every=event_every, tag="warm")
         for i in range(args.runs):
             h0 = health(url)
-            cpu0 = cpu_seconds(procs)
+            per0, client0, machine0 = per_process_cpu(procs), client_cpu_seconds(), machine_cpu_seconds()
             la = os.getloadavg()
             res = wrk.run(url, args.clients, args.duration, event_every=event_every, tag=f"r{i}-")
-            cpu = cpu_seconds(procs) - cpu0
+            per = [b - a for a, b in zip(per0, per_process_cpu(procs))]
+            client, machine = client_cpu_seconds() - client0, machine_cpu_seconds() - machine0
+            cpu = sum(per)
             h1 = health(url)
+            secs = res["seconds"]
             res.update(run=i + 1, server_cpu_ms_per_request=round(cpu / max(res["requests"], 1) * 1000, 3),
-                       server_cpu_cores=round(cpu / res["seconds"], 2), load_average=[round(x, 2) for x in la])
+                       server_cpu_cores=round(cpu / secs, 2),
+                       # one figure per serving process (with workers: the supervisor first)
+                       server_cpu_cores_per_process=[round(x / secs, 2) for x in per],
+                       client_cpu_cores=round(client / secs, 2),
+                       # busy cores of the whole machine minus server and wrk: other people's work
+                       other_cpu_cores=round(max(machine - cpu - client, 0.0) / secs, 2),
+                       load_average=[round(x, 2) for x in la])
             if workers == 1:  # /health reaches the one worker: exact
                 n = h1["batches"] - h0["batches"]
                 res["mean_batch_size"] = round((h1["batched_requests"] - h0["batched_requests"]) / n, 2) if n else None
@@ -376,7 +409,9 @@ def measure(args: argparse.Namespace, home: Path, wrk: Wrk, workers: int, mix: s
             runs.append(res)
             print(f"  run {i + 1}: {res['rps']:>7.1f} req/s  p50 {res['p50_ms']:.1f} ms  p90 {res['p90_ms']:.1f} ms  "
                   f"p99 {res['p99_ms']:.1f} ms  max {res['max_ms']:.1f} ms  errors {res['errors']}  "
-                  f"cpu {res['server_cpu_ms_per_request']:.2f} ms/req  batch ~{res.get('mean_batch_size')}  "
+                  f"cpu {res['server_cpu_ms_per_request']:.2f} ms/req, cores: server "
+                  f"{res['server_cpu_cores_per_process']} wrk {res['client_cpu_cores']} others "
+                  f"{res['other_cpu_cores']}  batch ~{res.get('mean_batch_size')}  "
                   f"full gc {res.get('full_gc')}  (load {la[0]:.2f})", flush=True)
         if args.profile and workers == 1:
             prof = profile(proc.pid, url, wrk, args.clients, args.duration, event_every, work)

@@ -43,11 +43,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_serving import (  # noqa: E402
     TOKEN,
     Wrk,
+    client_cpu_seconds,
+    cpu_seconds,
     ensure_home,
     free_port,
     fresh_home,
     health,
     home_facts,
+    machine_cpu_seconds,
     server_processes,
     start_server,
     stop_server,
@@ -188,8 +191,13 @@ def main() -> None:
                 seconds = min(60.0, left)
                 left -= seconds
                 la = os.getloadavg()[0]
+                procs = server_processes(proc)
+                cpu0, client0, machine0 = cpu_seconds(procs), client_cpu_seconds(), machine_cpu_seconds()
                 res = wrk.run(url, args.clients, seconds, event_every=args.event_every, acks=acks,
                               retry_every=args.retry_every, tag=f"soak{i}-")
+                cpu, client = cpu_seconds(procs) - cpu0, client_cpu_seconds() - client0
+                res.update(server_cpu_cores=round(cpu / res["seconds"], 2),
+                           other_cpu_cores=round(max(machine_cpu_seconds() - machine0 - cpu - client, 0) / res["seconds"], 2))
                 so_far = acknowledged(acks)
                 h = health(url)
                 dup = duplicate_reply_ms(url, so_far[0]) if so_far else None
@@ -199,7 +207,8 @@ def main() -> None:
                 print(f"  minute {i}: {res['rps']:>7.1f} req/s  p50 {res['p50_ms']:.1f} ms  p99 {res['p99_ms']:.1f} ms  "
                       f"max {res['max_ms']:.1f} ms  errors {res['errors']}  rss {res['rss_mb']} MB  "
                       f"events {res['events_logged']}  duplicate reply {dup and dup['median_ms']} ms "
-                      f"(load {la:.2f})", flush=True)
+                      f"(load {la:.2f}; cores: server {res['server_cpu_cores']}, others {res['other_cpu_cores']})",
+                      flush=True)
         finally:
             sampler.stop.set()
             stop_server(proc)
