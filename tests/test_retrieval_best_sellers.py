@@ -19,6 +19,8 @@ def test_window_is_the_days_before_as_of_and_ties_go_to_the_smaller_id() -> None
     assert best_sellers(TX, D, 7) == ["a", "b", "c", "old"]  # a and b 3 sales each
     assert best_sellers(TX, D, 6) == ["b", "a", "c"]  # the 1st drops out: a 2 sales, b 3, c 2
     assert best_sellers(TX, D, 7, n=2) == ["a", "b"]
+    assert best_sellers(TX, D, None) == ["a", "b", "c", "old"]  # every day before the 8th
+    assert best_sellers(TX, date(2020, 9, 3), None) == ["b", "a", "old"]
 
 
 def test_all_articles_breaks_ties_by_total_sales_then_id() -> None:

@@ -6,7 +6,7 @@ feature (the popularity prior). Written separately, the window boundaries and th
 tie-breaks drifted apart; here they are fixed once:
 
 * the window is the ``days`` days before ``as_of``: ``as_of - days <= t_dat < as_of``
-  (the request day itself is never counted);
+  (the request day itself is never counted); ``days=None`` is every day before ``as_of``;
 * sales are transaction rows (several units of one article count several times);
 * ties go to the larger all-time total before ``as_of`` when ``all_articles`` (so the
   list is as long as the catalogue ever sold), then to the smaller article id.
@@ -22,7 +22,7 @@ import polars as pl
 def best_seller_counts(
     transactions: pl.DataFrame | pl.LazyFrame,
     as_of: date,
-    days: int,
+    days: int | None,
     n: int | None = None,
     by: str | None = None,
     all_articles: bool = False,
@@ -34,14 +34,18 @@ def best_seller_counts(
     all_articles: also list articles sold before the window but not in it (sales 0),
     with ``total`` (all sales before `as_of`) as the first tie-break.
     """
-    start = as_of - timedelta(days=days)
     keys = [by, "article_id"] if by else ["article_id"]
     before = transactions.lazy().filter(pl.col("t_dat") < as_of)
-    if all_articles:
+    if days is None:
+        counts = before.group_by(keys).agg(pl.len().alias("sales"))
+        order, descending = ["sales", "article_id"], [True, False]
+    elif all_articles:
+        start = as_of - timedelta(days=days)
         counts = before.group_by(keys).agg(
             (pl.col("t_dat") >= start).sum().alias("sales"), pl.len().alias("total"))
         order, descending = ["sales", "total", "article_id"], [True, True, False]
     else:
+        start = as_of - timedelta(days=days)
         counts = before.filter(pl.col("t_dat") >= start).group_by(keys).agg(pl.len().alias("sales"))
         order, descending = ["sales", "article_id"], [True, False]
     if by:
@@ -53,7 +57,7 @@ def best_seller_counts(
 
 
 def best_sellers(
-    transactions: pl.DataFrame | pl.LazyFrame, as_of: date, days: int, n: int | None = None
+    transactions: pl.DataFrame | pl.LazyFrame, as_of: date, days: int | None, n: int | None = None
 ) -> list[str]:
     """The ids of `best_seller_counts` (no groups, only articles sold in the window)."""
     return best_seller_counts(transactions, as_of, days, n)["article_id"].to_list()
