@@ -210,3 +210,19 @@ def test_run_all_runs_every_step_in_order_through_the_hook(tmp_path):
     assert list(again) == ["evaluate"] and seen == [("start", "evaluate"), ("end", "evaluate")]
     with pytest.raises(ValueError, match="unknown step 'train'"):
         run_all(settings, Console(file=io.StringIO()), from_step="train")
+
+
+def test_same_data_settings_and_seed_give_identical_metrics(tmp_path):
+    """Run after run on one machine, every reported number is the same to the last bit
+    (thread counts, dict orders and group-by orders must not leak into a metric)."""
+    raw_dir = tmp_path / "raw"
+    generate(raw_dir, n_customers=200, seed=5)
+    reports = []
+    for run in ("a", "b"):
+        settings = tiny_settings(tmp_path / run, DATA_DIR=raw_dir, TWO_TOWER_NUM_EPOCHS=1)
+        run_all(settings, Console(file=io.StringIO()))
+        reports.append({step: json.loads((settings.reports_dir / f"{step}.json").read_text())
+                        for step in ("retrieval", "ranking", "evaluate")})
+    for step in ("retrieval", "ranking", "evaluate"):
+        assert reports[0][step]["metrics"] == reports[1][step]["metrics"], step
+    assert reports[0]["evaluate"].get("intervals") == reports[1]["evaluate"].get("intervals")
