@@ -105,6 +105,7 @@ def main() -> None:
     label = args.label or args.size
 
     from hmrec.config import Settings
+    from hmrec.ranking.config import RankingConfig
 
     settings = Settings()
     neg_per_customer = (args.negatives_per_customer if args.negatives_per_customer is not None
@@ -113,9 +114,10 @@ def main() -> None:
     max_eval = args.max_eval_customers if args.max_eval_customers is not None else settings.RANKING_MAX_EVAL_CUSTOMERS
     train_weeks = args.train_weeks or settings.RANKING_TRAIN_WEEKS
     compare_random = settings.RANKING_COMPARE_RANDOM_NEGATIVES and not args.no_random_variant
-    model_params = {"learning_rate": settings.RANKING_LEARNING_RATE, "iterations": settings.RANKING_ITERATIONS,
-                    "depth": settings.RANKING_DEPTH, "scale_pos_weight": settings.RANKING_SCALE_POS_WEIGHT,
-                    "early_stopping_rounds": settings.RANKING_EARLY_STOPPING_ROUNDS, "thread_count": -1}
+    # the comparison models at any size (compare_max_rows=None): the benchmark measures them
+    config = RankingConfig.from_settings(
+        settings, k=args.k, negatives_per_customer=neg_per_customer, max_train_customers=max_train,
+        max_eval_customers=max_eval, compare_random_negatives=compare_random, compare_max_rows=None, seed=args.seed)
 
     from hmrec.data import load_raw
     from hmrec.features import build_articles, build_customers
@@ -155,12 +157,8 @@ def main() -> None:
                 print(f"  [{time.perf_counter() - t1:7.1f} s, peak {peak_rss_mb():7.0f} MB] {message}", flush=True)
 
             result = train_ranking(
-                tx, articles, customers, train_windows, validation_window, candidates, towers.score_pairs,
-                k=args.k, retrieval_train_end=retrieval_end, negatives_per_customer=neg_per_customer,
-                max_train_customers=max_train, max_eval_customers=max_eval,
-                compare_random_negatives=compare_random, yetirank=settings.RANKING_COMPARE_YETIRANK,
-                seed=args.seed,
-                model_params=model_params, progress=progress,
+                tx, articles, customers, train_windows, validation_window, candidates, towers.score_pairs, config,
+                retrieval_train_end=retrieval_end, progress=progress,
             )
             ranking_s = time.perf_counter() - t1
         names = {"building retrieval": "train_rows", "building validation": "validation_rows",
@@ -180,7 +178,7 @@ def main() -> None:
                          "compare_random_negatives": compare_random,
                          "compare_yetirank": settings.RANKING_COMPARE_YETIRANK, "n_popular": candidates.n_popular,
                          "repurchase_days": candidates.repurchase_days, "train_weeks": train_weeks,
-                         "model": {k: v for k, v in model_params.items() if k != "thread_count"}},
+                         "model": {k: v for k, v in config.model_params.items() if k != "thread_count"}},
             "rows": rows,
             "evaluated_customers": result.report["metrics"]["catboost"]["n_customers"],
             "load_seconds": round(load_s, 2),
