@@ -141,8 +141,9 @@ def wait_for(check, what: str, timeout_s: float = 300.0, every_s: float = 0.05):
 class ServerProcess:
     """`serve(Settings())` in a child process, configured through the environment."""
 
-    def __init__(self, home: Path, **env: str) -> None:
+    def __init__(self, home: Path, workers: int = 1, **env: str) -> None:
         self.home = home
+        self.workers = workers
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.env = {**os.environ, "HMREC_HOME": str(home), **env}
@@ -150,7 +151,7 @@ class ServerProcess:
 
     def start(self) -> ServerProcess:
         code = ("import sys; from hmrec.config import Settings; from hmrec.serving.api import serve; "
-                f"serve(Settings(), host='127.0.0.1', port={self.port})")
+                f"serve(Settings(), host='127.0.0.1', port={self.port}, workers={self.workers})")
         self.proc = subprocess.Popen([sys.executable, "-c", code], env=self.env, stdout=subprocess.DEVNULL,
                                      stderr=subprocess.PIPE, text=True)
         wait_ready(self.url, proc=self.proc)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
+import socket
 import threading
 
 import httpx
@@ -419,6 +420,28 @@ def test_two_workers_share_events_and_reload_together(home, facts, tmp_path):
     finally:
         a.stop()
         b.stop()
+
+
+def test_serve_with_two_workers_spreads_connections_over_both(home, tmp_path):
+    """`serve(workers=2)`: 16 connections opened at once (as a load generator or a proxy
+    opens its pool) land on both workers: each worker has its own SO_REUSEPORT socket.
+    With one shared socket the first worker to wake accepted every waiting connection.
+    All 16 hashed to one of two sockets by chance: probability 2**-15."""
+    srv = ServerProcess(copy_home(home, tmp_path / "home"), workers=2, API_TOKEN=TOKEN)
+    srv.start()
+    try:
+        socks = [socket.create_connection(("127.0.0.1", srv.port), timeout=60) for _ in range(16)]
+        pids = set()
+        for sock in socks:
+            with sock:
+                sock.sendall(b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
+                data = b""
+                while chunk := sock.recv(65536):
+                    data += chunk
+            pids.add(json.loads(data.partition(b"\r\n\r\n")[2])["pid"])  # 200 or 503 (loading): both name it
+        assert len(pids) == 2, pids
+    finally:
+        srv.stop()
 
 
 # ---------------------------------------------------------------------------- schemathesis

@@ -139,6 +139,7 @@ class Health(BaseModel):
     events_logged: int = Field(0, description="Events in the log as this worker has read it (its last seq)")
     event_log_reads: int = Field(0, description="Times this worker has read events from the log file (start-up, "
                                  "other workers' appends, reloads); answering a retried event id reads nothing")
+    pid: int | None = Field(None, description="Process id of the worker that answered")
     gc: dict[str, Any] | None = Field(None, description="This process's garbage collections: counts per "
                                       "generation, full collections and their pauses, objects frozen")
 
