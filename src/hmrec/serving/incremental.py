@@ -38,6 +38,10 @@ import polars as pl
 from hmrec.retrieval.candidates import RetrievalStage, best_sellers
 from hmrec.retrieval.index import CandidateIndex
 
+#: Added purchases waiting to join the history are joined when this many (memory bound).
+MERGE_EVERY = 256
+#: A history frame of more chunks than this is made one chunk again when rows join it.
+MAX_CHUNKS = 64
 #: Days whose best-seller counts are kept (a service asks for one or two days at a time).
 POPULAR_DAYS_KEPT = 8
 
@@ -86,6 +90,8 @@ class ServingRetrieval(RetrievalStage):
             added = pl.concat(self._unmerged, rechunk=True)
             self._history = pl.concat([self._history, added], rechunk=False)
             self._unmerged = []
+            if self._history.n_chunks() > MAX_CHUNKS:  # every later scan pays per chunk
+                self._history = self._history.rechunk()
         return self._history
 
     @history.setter
@@ -151,6 +157,8 @@ class ServingRetrieval(RetrievalStage):
         else:
             new = rows.select(pl.col("t_dat").cast(schema["t_dat"]), pl.col("article_id").cast(schema["article_id"]))
         self._unmerged.append(new)
+        if len(self._unmerged) >= MERGE_EVERY:
+            self.history  # noqa: B018 - join them: a frame per purchase costs ~3 KB
         days, articles = new["t_dat"].to_list(), new["article_id"].to_list()
         self._count_popular(days, articles)
         self._count_prior(days, articles)

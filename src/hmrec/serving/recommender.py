@@ -120,6 +120,10 @@ class _BatchWork:
         self.categories = None  # the ranker's categorical features of `features`, converted once
 
 
+#: Added purchases waiting to join the history are joined when this many (memory bound).
+MERGE_EVERY = 256
+#: A history frame of more chunks than this is made one chunk again when rows join it.
+MAX_CHUNKS = 64
 #: Columns and types of added purchases (FourStageRecommender.add_purchases).
 _PURCHASE_SCHEMA = pl.Schema({"t_dat": pl.Date, "customer_id": pl.String, "article_id": pl.String})
 
@@ -196,6 +200,8 @@ class FourStageRecommender:
         if self._unmerged:
             self._history = pl.concat([self._history, pl.concat(self._unmerged, rechunk=True)], rechunk=False)
             self._unmerged = []
+            if self._history.n_chunks() > MAX_CHUNKS:  # every later scan pays per chunk
+                self._history = self._history.rechunk()
         return self._history
 
     def with_policy(self, filter_policy: str) -> FourStageRecommender:
@@ -354,6 +360,8 @@ class FourStageRecommender:
             return
         with self._lock:
             self._unmerged.append(rows)
+            if len(self._unmerged) >= MERGE_EVERY:
+                self.history  # noqa: B018 - join them: a frame per purchase costs ~3 KB
             self._work.clear()  # shared with the clones, whose retrieval stage changes too
             if self._lookups is not None:
                 self._lookups.add([day_number(d) for d in rows["t_dat"].to_list()],

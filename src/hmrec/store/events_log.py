@@ -78,6 +78,10 @@ class Event:
     sales_channel_id: int | None = None
     received_at: str = ""
 
+    def fields(self) -> tuple:
+        """The field values in order (Event(*fields) rebuilds it)."""
+        return tuple(getattr(self, name) for name in _FIELDS)
+
     def to_line(self) -> bytes:
         d = {name: getattr(self, name) for name in _FIELDS}  # asdict's order, without its deep copy
         d["t_dat"] = self.t_dat.isoformat()
@@ -122,8 +126,11 @@ class EventLog:
         self._end = 0  # bytes of the file this object has read or written
         self._lines_before = 0  # lines in those bytes (for error messages)
         self._last_seq = 0
-        #: every event read or written, by id, in log order (the first of a repeated id)
-        self._by_id: dict[str, Event] = {}
+        #: every event read or written, by id, in log order (the first of a repeated id), as a
+        #: tuple of its fields: tuples of strings and numbers are untracked by the garbage
+        #: collector, so a full collection does not walk 100,000s of events (Event objects
+        #: are tracked: in a 10-minute soak they made full collections ever longer)
+        self._by_id: dict[str, tuple] = {}
         #: how many times events were read from the file (start-up, other processes' appends)
         self.reads = 0
 
@@ -167,7 +174,7 @@ class EventLog:
         self._lines_before = base_line + data.count(b"\n")
         self._end += len(data)
         for ev in out:
-            self._by_id.setdefault(ev.event_id, ev)
+            self._by_id.setdefault(ev.event_id, ev.fields())
             self._last_seq = max(self._last_seq, ev.seq)
         return out
 
@@ -207,7 +214,7 @@ class EventLog:
     def read_known(self) -> list[Event]:
         """Every event this object has read or written so far, in log order (from memory)."""
         with self._lock:
-            return list(self._by_id.values())
+            return [Event(*t) for t in self._by_id.values()]
 
     def seen(self, event_id: str) -> bool:
         return event_id in self._by_id
@@ -246,7 +253,7 @@ class EventLog:
                 self._end += len(line)
                 self._lines_before += 1
                 self._last_seq = ev.seq
-                self._by_id[ev.event_id] = ev
+                self._by_id[ev.event_id] = ev.fields()
                 return ev, others
             finally:
                 fcntl.flock(fd, fcntl.LOCK_UN)
@@ -255,7 +262,8 @@ class EventLog:
         """The stored event with this id among those this object has read or written (the
         idempotent reply to a retry): a dict lookup, the file is not read. Call catch_up()
         or append() first to include what other processes wrote since."""
-        return self._by_id.get(event_id)
+        found = self._by_id.get(event_id)
+        return None if found is None else Event(*found)
 
     # ------------------------------------------------------------------ hand-over
     def ingested_seq(self) -> int:
