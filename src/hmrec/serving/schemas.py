@@ -2,7 +2,7 @@
 
 The bounds live here, next to the shapes, so the OpenAPI page documents exactly what
 the service accepts and schemathesis tests exactly that. Ids follow the raw data
-contract (DESIGN.md section 3): a customer_id is 64 hex characters, an article_id 10
+contract: a customer_id is 64 hex characters, an article_id 10
 digits. Dates are ISO days (YYYY-MM-DD), parsed here so a malformed or impossible
 date is a 422 naming the field, never a 500.
 """

@@ -3,7 +3,7 @@
 Part of the offline store (it lives under ``<store>/events/``): the HTTP service
 appends to it (hmrec.serving.events re-exports this module), and the feature
 pipeline ingests its pending purchases into the ``transactions`` feature group. It
-sits in ``store/`` so that neither side imports the other (DESIGN.md section 2).
+sits in ``store/`` so that neither side imports the other.
 
 Why a log first: an event acknowledged with a 2xx must survive the process being
 killed right after, and the next feature pipeline run must be able to read it. So
