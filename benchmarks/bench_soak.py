@@ -29,6 +29,7 @@ import argparse
 import datetime as dt
 import json
 import os
+import shutil
 import statistics
 import sys
 import tempfile
@@ -230,6 +231,7 @@ def main() -> None:
         "log_check": check,
     }
     write_result(args.out, payload, run)
+    shutil.rmtree(work, ignore_errors=True)
     print(describe(run))
     print(f"written {args.out}")
 
