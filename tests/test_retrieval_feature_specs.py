@@ -133,7 +133,7 @@ def test_an_extra_item_feature_trains_embeds_and_carries_taste_to_unseen_article
 
     # Without the feature the same articles are indistinguishable: identical embeddings.
     plain = TwoTowerModel.untrained(train_df, articles, base).item_tower.embed(new)
-    np.testing.assert_array_equal(plain, np.repeat(plain[:1], N_GROUPS, axis=0))
+    np.testing.assert_allclose(plain, np.repeat(plain[:1], N_GROUPS, axis=0), rtol=1e-5, atol=1e-6)  # same rows; BLAS kernels may differ per row position
 
     # The extra feature travels with the saved model.
     model.save(tmp_path / "m")
