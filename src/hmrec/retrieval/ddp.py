@@ -140,6 +140,9 @@ def main(argv: list[str] | None = None) -> int:
             tmp = args.out / "result.json.tmp"
             tmp.write_text(json.dumps(summary, indent=2))
             os.replace(tmp, args.out / "result.json")
+        # every rank leaves together: a rank tearing gloo down while another still works
+        # aborted it now and then ("terminate called without an active exception")
+        dist.barrier()
         return 0
     finally:
         dist.destroy_process_group()
