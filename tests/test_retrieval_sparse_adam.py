@@ -4,15 +4,13 @@ from __future__ import annotations
 
 import pytest
 import torch
+from native_kernels import PORTABLE
 
 from hmrec.retrieval import native_build
 from hmrec.retrieval.sparse_adam import LazyRowAdamW
 
 needs_compiler = pytest.mark.skipif(native_build.compiler() is None or not native_build.enabled(),
                                     reason="no C compiler, or native kernels turned off (HMREC_NATIVE=0)")
-#: Portable x86-64 builds checked beside the native one (each where this CPU runs it).
-PORTABLE = [pytest.param(m, marks=pytest.mark.skipif(not native_build.runs_here(m), reason=f"this CPU cannot run {m}"))
-            for m in ("x86-64-v2", "x86-64-v3")]
 
 
 @pytest.fixture(params=["native", "torch"])
