@@ -20,11 +20,12 @@ def test_relative_links_resolve(doc):
 
 
 def test_no_file_cites_documents_users_do_not_have():
-    needles = ("DESIGN.md", "the course", "../shared")
+    # spelled in pieces so this file does not cite them itself
+    needles = ("DESIGN" + ".md", "the " + "course", "../" + "shared")
     offenders = []
     for path in [*ROOT.glob("*.md"), *ROOT.glob("docs/*.md"), *ROOT.glob("benchmarks/*"), *ROOT.rglob("src/**/*.py"),
                  *ROOT.glob("tests/*.py"), ROOT / "Makefile"]:
-        if path.is_file() and path.name != Path(__file__).name:
+        if path.is_file():
             text = path.read_text(errors="ignore")
             offenders += [f"{path.relative_to(ROOT)}: {n}" for n in needles if n in text]
     assert not offenders, offenders
